@@ -1,0 +1,51 @@
+"""Flags shared by every command line (`python -m trainer`, `python sweeps/*.py`) and the exit-2 error path.
+
+    python -m trainer --help
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Callable
+
+from trainer.config import ConfigError, RunConfig, build_config, default_preset, parse_overrides
+
+
+def add_config_args(parser: argparse.ArgumentParser, finetune_default: str | None) -> None:
+    """--preset, the data flags and --set: everything that builds a RunConfig."""
+    parser.add_argument("--preset", default=None, help="smoke, cpu or seed (default: seed with CUDA, else cpu)")
+    parser.add_argument("--data", default="wikitext-2",
+                        help="pre-training corpus: wikitext-2, tinystories, or a local file/folder")
+    parser.add_argument("--val-data", default=None, help="validation corpus (default: held-out documents)")
+    parser.add_argument("--tokenizer", default="gpt2", help="gpt2, a local tokenizer folder/tokenizer.json, or bpe:N")
+    parser.add_argument("--finetune-train", default=finetune_default,
+                        help=f"classification training table: ag_news or a local CSV/JSONL/parquet "
+                             f"(default: {finetune_default}; 'none' skips fine-tuning)")
+    parser.add_argument("--finetune-test", default=None, help="classification test table (default: ag_news test)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override any config field, e.g. --set optim.lr=1e-3 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[str, RunConfig]:
+    """The preset name and the validated config the flags describe; raises ConfigError."""
+    preset = args.preset or default_preset()
+    finetune_train = None if str(args.finetune_train).lower() == "none" else args.finetune_train
+    overrides = {"data.source": args.data, "data.val_source": args.val_data, "data.tokenizer": args.tokenizer,
+                 "data.finetune_train": finetune_train, "data.finetune_test": args.finetune_test,
+                 **parse_overrides(args.overrides)}
+    return preset, build_config(preset, overrides)
+
+
+def exits_cleanly_on_bad_input(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Turn a ConfigError into one line on stderr and exit code 2 (no traceback: the message names the fix)."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+    return wrapper

@@ -1,0 +1,240 @@
+"""Run configuration: dataclasses, presets and `--set section.field=value` overrides.
+
+    python -m trainer --preset cpu --set optim.lr=1e-3 --set model.n_layers=2 ...
+
+The dotted names (`optim.lr`, `train.max_steps`, ...) are the public interface: the same keys are the CLI
+overrides, the MLflow parameter names and the Ray Tune search-space keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """Bad user input. The message is one line naming the problem and the fix; CLIs exit with code 2."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "wikitext-2"  # hub name (wikitext-2, tinystories) or a local file/folder
+    val_source: str | None = None  # None: hold out val_fraction of the documents
+    tokenizer: str = "gpt2"  # gpt2, a local tokenizer folder/tokenizer.json, or bpe:N
+    finetune_train: str | None = None  # ag_news or a local CSV/JSONL/parquet; None skips fine-tuning
+    finetune_test: str | None = None
+    val_fraction: float = 0.1
+
+
+@dataclass
+class ModelConfig:
+    n_layers: int = 4
+    n_heads: int = 8
+    d_model: int = 256
+    context_length: int = 128
+    dropout: float = 0.1
+    vocab_size: int = 50257  # overwritten by the tokenizer's size before the model is built
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0  # global-norm clip; 0 disables it
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16
+    max_steps: int = 2000
+    eval_every: int = 200
+    eval_batches: int = 20
+    precision: str = "auto"  # auto (bf16 where supported, else fp32), bf16, fp16, fp32
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+
+
+@dataclass
+class FinetuneConfig:
+    lr: float = 1e-4
+    epochs: int = 2
+    batch_size: int = 32
+    max_length: int = 128
+    fewshot_n: int = 100
+    fewshot_epochs: int = 10  # 100 rows need more passes than 5,000 to move the head
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+# Presets are overrides of the defaults above (which are the seed's config). Sweeps add their own budget keys.
+PRESETS: dict[str, dict[str, object]] = {
+    # The seed's config exactly: a GPU job (2000 steps of 16x128 tokens, GPT-2 vocabulary).
+    "seed": {},
+    # Real learning on 2 CPU cores in a few minutes: the 50,257-way output layer dominates the cost, so the
+    # model is narrow and shallow; the steps still cover the wikitext-2 test split about twice.
+    "cpu": {
+        "model.n_layers": 2,
+        "model.n_heads": 4,
+        "model.d_model": 128,
+        "model.context_length": 64,
+        "model.dropout": 0.0,
+        "optim.lr": 2e-3,
+        "optim.min_lr": 2e-4,
+        "optim.warmup_steps": 60,
+        "train.batch_size": 16,
+        "train.max_steps": 600,
+        "train.eval_every": 100,
+        "train.eval_batches": 40,
+        "finetune.lr": 5e-4,
+        "finetune.epochs": 1,
+        "finetune.max_length": 64,
+    },
+    # Seconds, for tests: a toy model on whatever small corpus the test provides.
+    "smoke": {
+        "model.n_layers": 1,
+        "model.n_heads": 2,
+        "model.d_model": 32,
+        "model.context_length": 16,
+        "model.dropout": 0.0,
+        "optim.lr": 3e-3,
+        "optim.min_lr": 3e-4,
+        "optim.warmup_steps": 2,
+        "train.batch_size": 4,
+        "train.max_steps": 12,
+        "train.eval_every": 4,
+        "train.eval_batches": 2,
+        "finetune.epochs": 1,
+        "finetune.fewshot_epochs": 2,
+        "finetune.batch_size": 8,
+        "finetune.max_length": 16,
+        "finetune.fewshot_n": 8,
+    },
+}
+
+
+def default_preset() -> str:
+    """`seed` where CUDA is present, `cpu` otherwise."""
+    import torch
+
+    return "seed" if torch.cuda.is_available() else "cpu"
+
+
+def flatten(cfg: RunConfig) -> dict[str, object]:
+    """{'optim.lr': 3e-4, ...} for every field: MLflow params, config.json, Tune keys."""
+    return {f"{s}.{k}": v for s, section in dataclasses.asdict(cfg).items() for k, v in section.items()}
+
+
+def field_names() -> list[str]:
+    return list(flatten(RunConfig()))
+
+
+def _coerce(key: str, raw: object, annotation: str) -> object:
+    """Turn a CLI string (or a Tune sample) into the field's declared type, or raise a ConfigError."""
+    hint = "a float" if "float" in annotation else "an integer" if annotation.startswith("int") else "a value"
+    if isinstance(raw, str):
+        text = raw.strip()
+        if "None" in annotation and text.lower() in ("none", "null", ""):
+            return None
+        try:
+            if annotation.startswith("tuple"):
+                return tuple(float(x) for x in text.strip("()[] ").split(","))
+            if annotation.startswith("bool"):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                return text.lower() in ("true", "1")
+            if annotation.startswith("int"):
+                return int(float(text)) if float(text).is_integer() else int(text)
+            if annotation.startswith("float"):
+                return float(text)
+            return text
+        except ValueError:
+            raise ConfigError(f"--set {key}={raw}: expected {hint}; give e.g. --set {key}=" +
+                              ("1e-3" if "float" in annotation else "4")) from None
+    if annotation.startswith("int") and isinstance(raw, float) and raw.is_integer():
+        return int(raw)  # Tune's quantized samplers hand integers back as floats
+    if annotation.startswith("float") and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if annotation.startswith("tuple") and isinstance(raw, list):
+        return tuple(raw)
+    return raw
+
+
+def set_value(cfg: RunConfig, key: str, value: object) -> None:
+    """Set one dotted field with type coercion; unknown names raise a ConfigError listing the valid ones."""
+    section_name, _, name = key.partition(".")
+    section = getattr(cfg, section_name, None) if section_name in RunConfig.__dataclass_fields__ else None
+    if section is None or name not in type(section).__dataclass_fields__:
+        sections = ", ".join(RunConfig.__dataclass_fields__)
+        known = (", ".join(type(section).__dataclass_fields__) if section is not None else f"sections: {sections}")
+        raise ConfigError(f"unknown config field '{key}'; valid names in that section: {known}")
+    annotation = str(type(section).__dataclass_fields__[name].type)
+    setattr(section, name, _coerce(key, value, annotation))
+
+
+def parse_overrides(pairs: typing.Iterable[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set '{pair}' is not of the form section.field=value; e.g. --set optim.lr=1e-3")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def build_config(preset: str, overrides: dict[str, object] | None = None) -> RunConfig:
+    """Defaults, then the preset, then the overrides; validated."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    overrides = overrides or {}
+    cfg = RunConfig()
+    for key, value in {**PRESETS[preset], **overrides}.items():
+        set_value(cfg, key, value)
+    if "optim.lr" in overrides and "optim.min_lr" not in overrides:
+        # min_lr follows lr at the preset's ratio (the seed's 1/10): a fixed floor would sit above some
+        # learning rates a sweep samples, and "decay to a tenth" is what the schedule means.
+        preset_optim = build_config(preset).optim
+        cfg.optim.min_lr = cfg.optim.lr * preset_optim.min_lr / preset_optim.lr
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject configurations that would fail or mislead later, with the fix in the message."""
+    m, o, t, f = cfg.model, cfg.optim, cfg.train, cfg.finetune
+    checks = [
+        (m.d_model % m.n_heads == 0, f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
+                                     "choose n_heads that divides d_model"),
+        (min(m.n_layers, m.n_heads, m.d_model, m.context_length) > 0,
+         "model.n_layers, n_heads, d_model and context_length must be positive"),
+        (0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)"),
+        (o.lr > 0, f"optim.lr={o.lr} must be > 0"),
+        (0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be between 0 and optim.lr={o.lr}"),
+        (0 <= o.warmup_steps <= t.max_steps,
+         f"optim.warmup_steps={o.warmup_steps} must be between 0 and train.max_steps={t.max_steps}"),
+        (o.weight_decay >= 0 and o.grad_clip >= 0, "optim.weight_decay and optim.grad_clip must be >= 0"),
+        (len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), f"optim.betas={o.betas} must be two values in [0, 1)"),
+        (t.batch_size > 0, f"train.batch_size={t.batch_size} must be > 0"),
+        (t.max_steps > 0 and t.eval_every > 0 and t.eval_batches > 0,
+         "train.max_steps, train.eval_every and train.eval_batches must be > 0"),
+        (t.precision in ("auto", "bf16", "fp16", "fp32"), f"train.precision={t.precision!r}: use auto, bf16, fp16 or fp32"),
+        (0.0 < cfg.data.val_fraction < 1.0, f"data.val_fraction={cfg.data.val_fraction} must be in (0, 1)"),
+        (f.max_length <= m.context_length,
+         f"finetune.max_length={f.max_length} exceeds model.context_length={m.context_length}; "
+         "lower finetune.max_length"),
+        (f.lr > 0 and f.epochs >= 0 and f.batch_size > 0 and f.max_length > 1 and f.fewshot_n > 0,
+         "finetune.lr, batch_size, max_length and fewshot_n must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
