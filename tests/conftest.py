@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated token cache for every test, a tiny synthetic corpus, the real data when present.
+
+    pytest tests
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """No test writes token caches into the user's home."""
+    monkeypatch.setenv("GPTSWEEP_CACHE_DIR", str(tmp_path / "gptsweep-cache"))
+
+
+@pytest.fixture
+def shared_data(monkeypatch) -> Path:
+    """The real data folder (GPTSWEEP_DATA_DIR, else ../shared/data next to the repo), exported as
+    GPTSWEEP_DATA_DIR for the code under test; the test is skipped when it is absent."""
+    path = Path(os.environ.get("GPTSWEEP_DATA_DIR") or REPO.parent / "shared" / "data")
+    if not (path / "wikitext-2").is_dir():
+        pytest.skip(f"real data not found at {path}; set GPTSWEEP_DATA_DIR")
+    monkeypatch.setenv("GPTSWEEP_DATA_DIR", str(path))
+    return path
+
+
+_WORDS = ("the a one every small old red quiet river cat town garden letter machine child teacher storm "
+          "found carried watched opened built remembered near under across after before slowly again").split()
+
+
+@pytest.fixture
+def tiny_documents() -> list[str]:
+    """300 short English-ish documents of two to four sentences each."""
+    rng = random.Random(0)
+    sentence = lambda: " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 9))).capitalize() + "."
+    return [" ".join(sentence() for _ in range(rng.randint(2, 4))) for _ in range(300)]
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path, tiny_documents) -> Path:
+    """tiny_documents as a .txt, separated by blank lines."""
+    path = tmp_path / "tiny.txt"
+    path.write_text("\n\n".join(tiny_documents) + "\n", encoding="utf-8")
+    return path
