@@ -1,0 +1,58 @@
+"""One training run, no Ray: pre-train, evaluate, optionally fine-tune on AG News, write metrics.json.
+
+    python -m trainer --preset cpu --data wikitext-2 --tokenizer gpt2 \
+        --finetune-train ag_news --out runs/single
+
+Writes OUT/config.json (the flattened config) and OUT/metrics.json (final values under the metric names
+train_loss, val_loss, val_ppl, val_acc, lr, tokens_per_s, finetune_acc, finetune_acc_fewshot).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from trainer.cli import add_config_args, config_from_args, exits_cleanly_on_bad_input
+from trainer.config import flatten
+from trainer.data import prepare_corpus, prepare_finetune
+from trainer.finetune import finetune_metrics
+from trainer.loop import Pretrainer
+
+
+@exits_cleanly_on_bad_input
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
+    add_config_args(parser, finetune_default=None)
+    parser.add_argument("--out", required=True, help="folder for config.json and metrics.json")
+    args = parser.parse_args(argv)
+    preset, cfg = config_from_args(args)
+    out = Path(args.out).resolve()
+
+    started = time.perf_counter()
+    corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
+    print(corpus.summary, flush=True)
+    finetune_data = prepare_finetune(cfg.data, tokenizer, cfg.finetune.max_length)
+    trainer = Pretrainer(cfg, corpus, tokenizer)
+    print(f"preset {preset}: {trainer.model.num_parameters() / 1e6:.2f}M parameters on {trainer.device}, "
+          f"autocast {trainer.autocast_dtype or 'off (fp32)'}", flush=True)
+    record = trainer.run(progress=True)
+    metrics = dict(record.metrics)
+    if finetune_data is not None and not metrics.get("diverged"):
+        print(f"fine-tuning on {len(finetune_data.train_labels)} rows "
+              f"(few-shot: {cfg.finetune.fewshot_n}), scoring {len(finetune_data.test_labels)} test rows", flush=True)
+        metrics.update(finetune_metrics(trainer.model, finetune_data, cfg.finetune, cfg.train.seed, trainer.autocast))
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(flatten(cfg), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "samples.txt").write_text("\n\n".join(record.samples) + "\n")
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("val_loss", "val_ppl", "val_acc", "tokens_per_s",
+                                                        "finetune_acc", "finetune_acc_fewshot") if k in metrics)
+    print(f"done in {time.perf_counter() - started:.0f}s: {shown}\nwrote {out}/metrics.json", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The pre-training loop: AdamW groups, warmup + cosine, autocast, clipping, periodic eval with samples.
+
+    python -m trainer --preset smoke --data corpus.txt --tokenizer bpe:512 --out /tmp/run
+
+Plain PyTorch, no Ray: `Pretrainer.run(on_eval=...)` calls back at every eval with the metrics (train_loss,
+val_loss, val_ppl, val_acc, lr, tokens_per_s) so the Ray trainable can forward them to Tune, and
+`state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from trainer.config import OptimConfig, RunConfig, TrainConfig
+from trainer.data import ChunkBatcher, Corpus, val_batches
+from trainer.model import GPT
+from trainer.tokenizer import TextTokenizer
+
+SAMPLE_PROMPTS = ("The", "In 1998 , the", "Once upon a time")
+# What a diverged run reports for val_loss: finite, so Tune, Optuna and MLflow rank it last instead of choking on NaN.
+DIVERGED_LOSS = 1e4
+
+
+def lr_at(step: int, optim: OptimConfig, max_steps: int) -> float:
+    """Linear warmup to optim.lr over warmup_steps (step 0 already gets lr/warmup), then cosine to min_lr."""
+    if step < optim.warmup_steps:
+        return optim.lr * (step + 1) / optim.warmup_steps
+    progress = min(1.0, (step - optim.warmup_steps) / max(1, max_steps - optim.warmup_steps))
+    return optim.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (optim.lr - optim.min_lr)
+
+
+def make_optimizer(model: GPT, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW decaying the matrices (attention, MLP, the tied token embedding/output layer) but not biases,
+    LayerNorms or the position table: those are offsets and scales, and shrinking them towards 0 only hurts."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and not name.startswith("pos_emb") else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"  # one kernel per step on GPU; CPU uses the multi-tensor (foreach) path
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), fused=fused, foreach=not fused)
+
+
+def resolve_device(train: TrainConfig) -> torch.device:
+    if train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(train.device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32. `auto` picks bf16 wherever the hardware does it natively."""
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+    else:
+        try:
+            bf16_ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            bf16_ok = False
+    if precision == "bf16" or bf16_ok:
+        return torch.bfloat16
+    return None
+
+
+@dataclass
+class EvalRecord:
+    metrics: dict[str, float]
+    samples: list[str] = field(default_factory=list)
+
+
+class Pretrainer:
+    """One pre-training run over a packed corpus. Build it, optionally load a checkpoint, then `run()`."""
+
+    def __init__(self, cfg: RunConfig, corpus: Corpus, tokenizer: TextTokenizer):
+        self.cfg, self.corpus, self.tokenizer = cfg, corpus, tokenizer
+        cfg.model.vocab_size = corpus.vocab_size
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.train.seed)
+        self.device = resolve_device(cfg.train)
+        self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
+        self.model = GPT(cfg.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
+        # A loss scale is needed only for fp16, whose range underflows small gradients; bf16 has fp32's range.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.batcher = ChunkBatcher(corpus.train, cfg.model.context_length, cfg.train.batch_size, cfg.train.seed)
+        self.val = val_batches(corpus.val, cfg.model.context_length, cfg.train.batch_size, cfg.train.eval_batches)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    # --- checkpoints -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "batcher": self.batcher.state_dict(), "step": self.step,
+            "history": self.history, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                             "python": random.getstate(),
+                                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.batcher.load_state_dict(state["batcher"])
+        self.step, self.history = state["step"], list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+
+    # --- training ----------------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        """One optimizer step; returns the (fp32) training loss."""
+        self.model.train()
+        lr = lr_at(self.step, self.cfg.optim, self.cfg.train.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.next_batch())
+        with self.autocast():
+            _, loss = self.model(x, y)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss and next-token accuracy over the fixed validation batches."""
+        self.model.eval()
+        total_loss, correct, count = 0.0, 0, 0
+        for x, y in self.val:
+            x, y = x.to(self.device), y.to(self.device)
+            with self.autocast():
+                logits, loss = self.model(x, y)
+            total_loss += loss.item() * y.numel()
+            correct += (logits.argmax(dim=-1) == y).sum().item()
+            count += y.numel()
+        val_loss = total_loss / count
+        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "val_acc": correct / count}
+
+    @torch.no_grad()
+    def sample(self, max_new_tokens: int = 32) -> list[str]:
+        """Completions of fixed prompts with a fixed seed, so samples from different evals are comparable."""
+        self.model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed)
+        texts = []
+        for prompt in SAMPLE_PROMPTS:
+            ids = torch.tensor([self.tokenizer.encode(prompt) or [self.corpus.eos_id]], device=self.device)
+            with self.autocast():
+                out = self.model.generate(ids, max_new_tokens, temperature=0.8, top_k=50, generator=generator)
+            texts.append(self.tokenizer.decode(out[0].tolist()))
+        return texts
+
+    def run(self, on_eval: Callable[[EvalRecord], None] | None = None, progress: bool = False) -> EvalRecord:
+        """Train from self.step to train.max_steps, evaluating every train.eval_every steps and at the end.
+
+        A non-finite training loss ends the run at once with val_loss = DIVERGED_LOSS and `diverged` = 1.
+        """
+        t = self.cfg.train
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=t.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
+        record = EvalRecord(self.history[-1] if self.history else {})  # a resumed, finished run
+        losses, train_time, tokens_per_step = [], 0.0, t.batch_size * self.cfg.model.context_length
+        while self.step < t.max_steps:
+            started = time.perf_counter()
+            loss = self.train_step()
+            train_time += time.perf_counter() - started
+            losses.append(loss)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            diverged = not math.isfinite(loss)
+            if diverged or self.step % t.eval_every == 0 or self.step == t.max_steps:
+                finite = [v for v in losses if math.isfinite(v)]
+                metrics = {"step": self.step, "train_loss": sum(finite) / len(finite) if finite else DIVERGED_LOSS,
+                           "lr": lr_at(self.step - 1, self.cfg.optim, t.max_steps),
+                           "tokens_per_s": len(losses) * tokens_per_step / max(train_time, 1e-9)}
+                if diverged:
+                    metrics.update(val_loss=DIVERGED_LOSS, val_ppl=math.exp(50.0), val_acc=0.0, diverged=1.0)
+                    record = EvalRecord(metrics)
+                else:
+                    metrics.update(self.evaluate(), diverged=0.0)
+                    record = EvalRecord(metrics, self.sample())
+                self.history.append(metrics)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.3f}", val_ppl=f"{metrics['val_ppl']:.1f}")
+                if on_eval is not None:
+                    on_eval(record)
+                losses, train_time = [], 0.0
+                if diverged:
+                    break
+        if bar is not None:
+            bar.close()
+        return record
