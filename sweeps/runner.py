@@ -1,0 +1,179 @@
+"""The shared sweep runner: flags, data preparation, Ray Tune (Optuna/grid/random + ASHA), MLflow tracking.
+
+    python sweeps/lr_warmup.py --help
+
+A sweep script declares a search space (a function of the base config) and calls `run_sweep`. Everything that
+can be wrong with the input is checked before Ray starts, and nothing is written until it has been.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from trainer.cli import add_config_args, config_from_args, exits_cleanly_on_bad_input
+from trainer.config import ConfigError, RunConfig, build_config
+
+# Ray prints advice a sweep user cannot act on; these keep the console to the progress table.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table lets us choose its columns
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no tensorboardX warning; MLflow is the log
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+
+
+@dataclass(frozen=True)
+class Dim:
+    """One searched hyperparameter: a Tune domain for optuna/random search and the values for grid search."""
+    domain: object
+    grid: tuple
+
+
+@dataclass(frozen=True)
+class SweepBudget:
+    """Sweep-level defaults of a preset (trial-level ones live in trainer.config.PRESETS)."""
+    num_samples: int
+    grace_steps: int  # ASHA never stops a trial before this many training steps
+    max_failures: int  # restarts of a crashed trial from its last checkpoint
+    gpus_per_trial: float  # fraction of a GPU per trial where GPUs exist: several small trials share one
+
+
+BUDGETS = {
+    "smoke": SweepBudget(num_samples=4, grace_steps=4, max_failures=1, gpus_per_trial=0.1),
+    "cpu": SweepBudget(num_samples=6, grace_steps=100, max_failures=1, gpus_per_trial=0.25),
+    "seed": SweepBudget(num_samples=16, grace_steps=400, max_failures=2, gpus_per_trial=0.25),
+}
+
+SearchSpace = Callable[[RunConfig], dict[str, Dim]]
+
+
+def parse_args(name: str, argv: list[str] | None, default_search: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python sweeps/{name}.py")
+    add_config_args(parser, finetune_default="ag_news")
+    parser.add_argument("--search", choices=("optuna", "grid", "random"), default=default_search)
+    parser.add_argument("--scheduler", choices=("asha", "fifo"), default=None,
+                        help="early stopping (default: asha, except fifo for grid so the table is complete)")
+    parser.add_argument("--num-samples", type=int, default=None, help="trials (grid: repeats of the grid)")
+    parser.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
+    parser.add_argument("--cpus-per-trial", type=float, default=None)
+    parser.add_argument("--gpus-per-trial", type=str, default=None, help="a fraction lets trials share a GPU")
+    parser.add_argument("--storage", default="ray_results", help="Tune results folder or URI")
+    parser.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
+    parser.add_argument("--experiment", default=name, help="MLflow experiment and Tune run name prefix")
+    parser.add_argument("--address", default=None, help="join a running Ray cluster (e.g. auto)")
+    parser.add_argument("--resume", action="store_true", help="continue the latest sweep of this experiment")
+    parser.add_argument("--seed", type=int, default=0, help="searcher and training seed")
+    return parser.parse_args(argv)
+
+
+def trial_params(preset: str, cfg: RunConfig, args: argparse.Namespace, cpus_per_trial: float,
+                 on_gpu: bool) -> dict[str, object]:
+    """What every trial gets besides the searched values: the preset, data flags, --set values, seed, threads."""
+    params: dict[str, object] = {"preset": preset, "data.source": cfg.data.source,
+                                 "data.val_source": cfg.data.val_source, "data.tokenizer": cfg.data.tokenizer,
+                                 "data.finetune_train": cfg.data.finetune_train,
+                                 "data.finetune_test": cfg.data.finetune_test, "train.seed": args.seed}
+    params.update((k, v) for k, v in (p.split("=", 1) for p in args.overrides))
+    if not on_gpu:  # one torch thread per reserved core, or concurrent trials fight over the cores
+        params["train.threads"] = max(1, int(cpus_per_trial))
+    return params
+
+
+def check_space(preset: str, fixed: dict, dims: dict[str, Dim]) -> None:
+    """Build the config at every grid corner now, so a bad range fails before Ray starts."""
+    import itertools
+
+    for corner in itertools.product(*(d.grid for d in dims.values())):
+        build_config(preset, {**{k: v for k, v in fixed.items() if k != "preset"}, **dict(zip(dims, corner))})
+
+
+def resources(args: argparse.Namespace, budget: SweepBudget, gpus_available: int) -> tuple[float, float, int]:
+    """(cpus per trial, gpus per trial, concurrent trials) from the flags, the preset and the hardware."""
+    try:
+        gpus = float(args.gpus_per_trial) if args.gpus_per_trial is not None else (
+            budget.gpus_per_trial if gpus_available else 0.0)
+    except ValueError:
+        raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial!r} is not a number; use e.g. 0.25 or 1") from None
+    if gpus < 0 or gpus > max(gpus_available, 0) and gpus > 0:
+        raise ConfigError(f"--gpus-per-trial {gpus:g} but this machine has {gpus_available} GPU(s); "
+                          "use a value ≤ the GPU count (fractions share a GPU), or 0 for CPU")
+    cpus = args.cpus_per_trial or 1.0
+    if cpus <= 0 or cpus > os.cpu_count() and args.address is None:
+        raise ConfigError(f"--cpus-per-trial {cpus:g} must be between 0 and this machine's {os.cpu_count()} cores")
+    slots = int(gpus_available / gpus) if gpus else int(os.cpu_count() // cpus)
+    return cpus, gpus, max(1, args.max_concurrent or slots)
+
+
+def latest_sweep(storage: Path, experiment: str) -> Path:
+    from ray import tune
+
+    candidates = sorted(p for p in storage.glob(f"{experiment}_*") if tune.Tuner.can_restore(str(p)))
+    if not candidates:
+        raise ConfigError(f"--resume: no sweep of experiment '{experiment}' in {storage}; "
+                          "check --storage and --experiment, or drop --resume to start one")
+    return candidates[-1]
+
+
+@dataclass
+class SweepPlan:
+    """Everything a sweep needs, validated: the input to sweeps.launch.launch."""
+    experiment: str
+    preset: str
+    cfg: RunConfig
+    search: str
+    scheduler: str
+    num_samples: int
+    dims: dict[str, Dim]
+    fixed: dict[str, object]  # every trial's non-searched params (dotted keys + "preset")
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int
+    grace_steps: int
+    max_failures: int
+    storage: str
+    tracking_uri: str
+    address: str | None
+    seed: int
+    resume_path: Path | None
+
+
+def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_search: str) -> SweepPlan:
+    """Parse and check everything (raising ConfigError) without starting Ray or writing a file."""
+    import torch
+
+    args = parse_args(name, argv, default_search)
+    preset, cfg = config_from_args(args)
+    budget = BUDGETS[preset]
+    gpus_available = torch.cuda.device_count() if args.address is None else 1 << 30  # a cluster: Ray checks
+    cpus, gpus, concurrent = resources(args, budget, gpus_available)
+    fixed = trial_params(preset, cfg, args, cpus, on_gpu=gpus > 0)
+    dims = space(cfg)
+    check_space(preset, fixed, dims)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ConfigError(f"--num-samples {args.num_samples} must be at least 1")
+    storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+    return SweepPlan(
+        experiment=args.experiment, preset=preset, cfg=cfg, search=args.search,
+        scheduler=args.scheduler or ("fifo" if args.search == "grid" else "asha"),
+        num_samples=args.num_samples or (1 if args.search == "grid" else budget.num_samples),
+        dims=dims, fixed=fixed, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=concurrent,
+        grace_steps=min(budget.grace_steps, cfg.train.max_steps), max_failures=budget.max_failures,
+        storage=storage, tracking_uri=args.mlflow_uri or _default_tracking_uri(), address=args.address,
+        seed=args.seed, resume_path=latest_sweep(Path(storage), args.experiment) if args.resume else None)
+
+
+@exits_cleanly_on_bad_input
+def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, default_search: str = "optuna") -> int:
+    """Entry point of every sweep script: plan (exit 2 on bad input), then launch Ray Tune."""
+    plan = make_plan(name, space, argv, default_search)
+    from sweeps.launch import launch
+
+    return launch(plan)
+
+
+def _default_tracking_uri() -> str:
+    from trainer.tracking import default_tracking_uri
+
+    return default_tracking_uri(Path.cwd())

@@ -1,0 +1,179 @@
+"""MLflow tracking for sweeps: a driver-side Tune callback, one parent run per sweep, one child run per trial.
+
+    python sweeps/lr_warmup.py --mlflow-uri sqlite:////abs/path/mlflow.db   (then: mlflow ui ... --host 127.0.0.1)
+
+Only the driver writes to MLflow (SQLite dislikes concurrent writers). Runs are found again by tags rather than
+remembered, so a resumed sweep or a restarted trial continues its runs instead of duplicating them:
+the parent carries `gptsweep.sweep_path` (the Tune experiment folder), each child `gptsweep.trial_id`.
+Child outcome tags: completed (FINISHED), pruned by ASHA (KILLED), diverged or error (FAILED).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from trainer.config import build_config, flatten
+
+METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "finetune_acc",
+           "finetune_acc_fewshot", "diverged")
+
+
+def default_tracking_uri(folder: Path) -> str:
+    """An absolute SQLite URI: trials chdir into their own folders, and MLflow 3 refuses the ./mlruns file store."""
+    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """Create the experiment from the driver before anything else touches a fresh database (schema race)."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = None
+    if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the trial's cwd
+        artifacts = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+def trial_outcome(trial) -> tuple[str, str]:
+    """(outcome tag, MLflow status) of a trial that ended without an exception."""
+    last = trial.last_result or {}
+    if last.get("diverged"):
+        return "diverged", RunStatus.to_string(RunStatus.FAILED)
+    max_steps = build_config(trial.config["preset"], _overrides(trial.config)).train.max_steps
+    if last.get("step", 0) >= max_steps:
+        return "completed", RunStatus.to_string(RunStatus.FINISHED)
+    return "pruned", RunStatus.to_string(RunStatus.KILLED)
+
+
+def _overrides(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "preset"}
+
+
+class MLflowTracking(tune.Callback):
+    def __init__(self, tracking_uri: str, experiment: str, sweep_path: str, sweep_params: dict[str, object],
+                 searched: list[str], corpus_metrics: dict[str, float] | None = None):
+        self.tracking_uri, self.experiment, self.sweep_path = tracking_uri, experiment, sweep_path
+        self.sweep_params, self.searched, self.corpus_metrics = sweep_params, searched, corpus_metrics or {}
+        self.parent_run_id: str | None = None
+        self._children: dict[str, str] = {}
+
+    # The client is made lazily and not pickled: Tune pickles callbacks into the experiment state.
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None, "_children": {}, "parent_run_id": None}
+
+    @property
+    def client(self) -> MlflowClient:
+        if getattr(self, "_client", None) is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def setup(self, **info) -> None:
+        experiment_id = ensure_experiment(self.tracking_uri, self.experiment)
+        existing = self.client.search_runs([experiment_id], f"tags.`gptsweep.sweep_path` = '{self.sweep_path}'",
+                                           max_results=1)
+        if existing:
+            self.parent_run_id = existing[0].info.run_id
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+            return
+        run = self.client.create_run(experiment_id, run_name=f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                     tags={"gptsweep.sweep_path": self.sweep_path, "gptsweep.role": "sweep",
+                                           "gptsweep.searched": ",".join(self.searched)})
+        self.parent_run_id = run.info.run_id
+        self.client.log_batch(self.parent_run_id, params=_params(self.sweep_params))
+        self._log_metrics(self.parent_run_id, self.corpus_metrics, step=0)
+
+    def _child(self, trial) -> str:
+        if trial.trial_id in self._children:
+            return self._children[trial.trial_id]
+        experiment_id = self.client.get_run(self.parent_run_id).info.experiment_id
+        found = self.client.search_runs(
+            [experiment_id], f"tags.`gptsweep.trial_id` = '{trial.trial_id}' and "
+                             f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'", max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            run_id = self.client.create_run(experiment_id, run_name=str(trial), tags={
+                "mlflow.parentRunId": self.parent_run_id, "gptsweep.trial_id": trial.trial_id,
+                "gptsweep.role": "trial", "gptsweep.outcome": "running"}).info.run_id
+            self.client.log_batch(run_id, params=_params(trial.config))
+            self._log_metrics(run_id, self.corpus_metrics, step=0)
+        self._children[trial.trial_id] = run_id
+        return run_id
+
+    def _log_metrics(self, run_id: str, values: dict, step: int) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items() if isinstance(v, (int, float))]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._child(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        run_id = self._child(trial)
+        step = int(result["step"])
+        self._log_metrics(run_id, {k: result[k] for k in METRICS if k in result}, step)
+        if result.get("samples"):
+            self.client.log_text(run_id, "\n\n---\n\n".join(result["samples"]), f"samples/step_{step:06d}.txt")
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        outcome, status = trial_outcome(trial)
+        self._finish(trial, outcome, status)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, "error", RunStatus.to_string(RunStatus.FAILED))
+
+    def _finish(self, trial, outcome: str, status: str) -> None:
+        run_id = self._child(trial)
+        self.client.set_tag(run_id, "gptsweep.outcome", outcome)
+        config = flatten(build_config(trial.config["preset"], _overrides(trial.config)))
+        self.client.log_dict(run_id, config, "config.json")
+        self._log_learning_curve(run_id, str(trial))
+        self.client.set_terminated(run_id, status)
+
+    def _log_learning_curve(self, run_id: str, title: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in ("train_loss", "val_loss"):
+            history = sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+            if history:
+                ax.plot(*zip(*history), marker="o", markersize=3, label=key)
+        ax.set(xlabel="training step", ylabel="loss (nats/token)", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        self.client.log_figure(run_id, fig, "learning_curve.png")
+        plt.close(fig)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self.finish_sweep(trials)
+
+    def finish_sweep(self, trials, status: str = "FINISHED") -> None:
+        """Record the best trial on the parent run and close it (also called by the runner on interrupt)."""
+        if self.parent_run_id is None:
+            return
+        ranked = [t for t in trials if t.last_result and "val_ppl" in t.last_result
+                  and not t.last_result.get("diverged")]
+        if ranked:
+            best = min(ranked, key=lambda t: t.last_result["val_ppl"])
+            # Tags, not params: MLflow params are write-once and a resumed sweep may find a new best trial.
+            best_tags = {f"best.{k}": str(best.config[k]) for k in self.searched}
+            for key, value in {"gptsweep.best_trial_id": best.trial_id, **best_tags}.items():
+                self.client.set_tag(self.parent_run_id, key, value)
+            self._log_metrics(self.parent_run_id, {f"best_{k}": best.last_result[k] for k in
+                                                   ("val_ppl", "val_loss", "finetune_acc", "finetune_acc_fewshot")
+                                                   if k in best.last_result}, step=0)
+        self.client.set_terminated(self.parent_run_id, status)
+
+
+def _params(config: dict) -> list[Param]:
+    return [Param(k, str(v)) for k, v in sorted(config.items())]
