@@ -14,9 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path, monkeypatch):
-    """No test writes token caches into the user's home."""
+def _isolated_and_offline(tmp_path, monkeypatch):
+    """No test writes token caches into the user's home, and none waits on the network."""
     monkeypatch.setenv("GPTSWEEP_CACHE_DIR", str(tmp_path / "gptsweep-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
 
 
 @pytest.fixture

@@ -1,0 +1,120 @@
+"""pytest tests/test_loop.py — the pre-training loop: schedule, decay groups, learning, determinism, resume."""
+import io
+import math
+
+import pytest
+import torch
+
+from trainer.config import OptimConfig, build_config
+from trainer.data import prepare_corpus
+from trainer.loop import DIVERGED_LOSS, Pretrainer, lr_at, make_optimizer, resolve_precision
+from trainer.model import GPT
+
+
+def test_warmup_starts_above_zero_and_cosine_ends_at_min_lr():
+    optim = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    assert lr_at(0, optim, 100) == pytest.approx(1e-4)  # lr/warmup, not 0
+    assert lr_at(9, optim, 100) == pytest.approx(1e-3)  # the last warmup step reaches the peak
+    assert lr_at(10, optim, 100) == pytest.approx(1e-3)
+    assert lr_at(55, optim, 100) == pytest.approx((1e-3 + 1e-4) / 2)  # cosine midpoint
+    assert lr_at(100, optim, 100) == pytest.approx(1e-4)
+    assert lr_at(500, optim, 100) == pytest.approx(1e-4)  # past the end stays at the floor
+    after_warmup = [lr_at(s, optim, 100) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:]))
+
+
+def test_no_warmup_and_warmup_equal_to_the_run_are_both_well_defined():
+    assert lr_at(0, OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0), 50) == pytest.approx(1e-3)
+    full = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=50)
+    assert [lr_at(s, full, 50) for s in (0, 49)] == pytest.approx([2e-5, 1e-3])
+
+
+def test_weight_decay_applies_to_matrices_but_not_biases_norms_or_positions():
+    cfg = build_config("smoke")
+    model = GPT(cfg.model)
+    decay, no_decay = make_optimizer(model, cfg.optim, torch.device("cpu")).param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    kept = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == cfg.optim.weight_decay and no_decay["weight_decay"] == 0
+    assert decayed | kept == set(names.values()) and not decayed & kept
+    assert "tok_emb.weight" in decayed and "blocks.0.attn.qkv.weight" in decayed
+    assert "pos_emb.weight" in kept and "ln_f.weight" in kept and "blocks.0.mlp.fc.bias" in kept
+
+
+def test_precision_choices():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    assert resolve_precision("fp16", cpu) is torch.float16
+    assert resolve_precision("auto", cpu) in (torch.bfloat16, None)
+
+
+@pytest.fixture
+def smoke_run(tiny_corpus):
+    """A factory of smoke-preset Pretrainers on the tiny corpus with a 300-token BPE."""
+    def make(**overrides):
+        cfg = build_config("smoke", {"data.source": str(tiny_corpus), "data.tokenizer": "bpe:300", **overrides})
+        corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
+        return Pretrainer(cfg, corpus, tokenizer)
+    return make
+
+
+def test_loss_falls_well_below_the_uniform_level(smoke_run):
+    trainer = smoke_run(**{"train.max_steps": 60, "train.eval_every": 20, "optim.lr": 1e-2})
+    untrained = trainer.evaluate()["val_loss"]
+    assert untrained == pytest.approx(math.log(trainer.corpus.vocab_size), abs=0.3)
+    records = []
+    trainer.run(on_eval=records.append)
+    assert [r.metrics["step"] for r in records] == [20, 40, 60]
+    last = records[-1].metrics["val_loss"]
+    assert last < untrained - 1.0 and last <= records[0].metrics["val_loss"]
+    assert last == pytest.approx(math.log(records[-1].metrics["val_ppl"]))
+    assert 0 < records[-1].metrics["val_acc"] <= 1 and records[-1].metrics["tokens_per_s"] > 0
+    assert len(records[-1].samples) == 3 and all(isinstance(s, str) and s for s in records[-1].samples)
+
+
+def test_same_seed_same_losses_on_cpu(smoke_run):
+    runs = [smoke_run(**{"train.precision": "fp32"}) for _ in range(2)]
+    assert [r.run().metrics["val_loss"] for r in runs][0] == runs[1].history[-1]["val_loss"]
+
+
+def test_a_resumed_run_continues_exactly_where_it_stopped(smoke_run):
+    settings = {"train.precision": "fp32", "model.dropout": 0.1}  # dropout: the RNG state must resume too
+    straight = smoke_run(**settings)
+    straight.run()
+
+    class Killed(Exception):
+        pass
+
+    checkpoint = io.BytesIO()
+
+    def checkpoint_then_die_at_step_8(record):
+        # Like the Tune trainable: the state (global RNG included) is saved inside the eval callback.
+        checkpoint.seek(0)
+        checkpoint.truncate()
+        torch.save(interrupted.state_dict(), checkpoint)
+        if record.metrics["step"] == 8:
+            raise Killed
+
+    interrupted = smoke_run(**settings)
+    with pytest.raises(Killed):
+        interrupted.run(on_eval=checkpoint_then_die_at_step_8)
+    resumed = smoke_run(**settings)
+    checkpoint.seek(0)
+    resumed.load_state_dict(torch.load(checkpoint, weights_only=False))
+    resumed.run()
+    assert resumed.step == straight.step == 12
+    assert [h["step"] for h in resumed.history] == [4, 8, 12]
+    assert resumed.history[-1]["val_loss"] == straight.history[-1]["val_loss"]
+    for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_diverging_run_stops_and_reports_a_finite_worst_loss(smoke_run):
+    trainer = smoke_run(**{"optim.lr": 1e4, "optim.grad_clip": 0, "optim.warmup_steps": 0,
+                           "train.max_steps": 50, "train.precision": "fp32"})
+    record = trainer.run()
+    assert record.metrics["diverged"] == 1.0
+    assert record.metrics["val_loss"] == DIVERGED_LOSS and math.isfinite(record.metrics["val_ppl"])
+    assert trainer.step < 50
