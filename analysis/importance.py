@@ -1,0 +1,101 @@
+"""Hyperparameter importance for val_ppl: an Optuna study rebuilt from the sweep's trials, then fANOVA.
+
+    python -m analysis.report --experiment lr_warmup      (pure functions over analysis.runs frames)
+
+The sweep may have run grid or random search (no Optuna study exists), and OptunaSearch's own study lives inside
+Ray: rebuilding one from MLflow works for every search. Distributions come from the observed values.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+USABLE = ("completed", "pruned")  # diverged runs report a placeholder loss; errored ones report nothing useful
+
+
+@dataclass
+class Importance:
+    values: dict[str, float]  # key -> share of the variance of val_ppl, summing to 1; empty when skipped
+    note: str  # what was computed on what, or why it was skipped
+
+
+def infer_distribution(values: pd.Series):
+    """FloatDistribution(log=True) for positive floats spanning more than a decade (learning rates),
+    IntDistribution for integers, FloatDistribution for other numbers, CategoricalDistribution otherwise."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    observed = values.dropna().tolist()
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in observed)
+    if not numeric:
+        return CategoricalDistribution(sorted({str(v) for v in observed}))
+    low, high = float(min(observed)), float(max(observed))
+    if all(float(v).is_integer() and not isinstance(v, (float, np.floating)) for v in observed):
+        return IntDistribution(int(low), int(high))
+    return FloatDistribution(low, high, log=low > 0 and high / low > 10)
+
+
+def varying_keys(trials: pd.DataFrame, searched: list[str]) -> list[str]:
+    return [k for k in searched if k in trials and trials[k].dropna().astype(str).nunique() > 1]
+
+
+def rebuild_study(trials: pd.DataFrame, keys: list[str], value: str = "final_val_ppl"):
+    """An in-memory study with one COMPLETE trial per usable row (completed or pruned, with a value)."""
+    import optuna
+
+    usable = trials[trials.outcome.isin(USABLE) & trials[value].notna()]
+    distributions = {k: infer_distribution(usable[k]) for k in keys}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory"
+    study = optuna.create_study(direction="minimize")
+    for _, row in usable.iterrows():
+        params = {k: _as_param(row[k], distributions[k]) for k in keys}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                  value=float(row[value])))
+    return study
+
+
+def _as_param(value, distribution):
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return str(value)
+    return int(value) if isinstance(distribution, IntDistribution) else float(value)
+
+
+def _evaluator():
+    """fANOVA with a fixed seed (needs scikit-learn, which mlflow brings); Optuna's default otherwise."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return None, "Optuna's default evaluator"
+    from optuna.importance import FanovaImportanceEvaluator
+
+    return FanovaImportanceEvaluator(seed=0), "fANOVA"
+
+
+def param_importances(trials: pd.DataFrame, searched: list[str], value: str = "final_val_ppl") -> Importance:
+    """Importance of each varying searched key for `value`, or an empty result with the reason."""
+    import optuna
+
+    keys = varying_keys(trials, searched)
+    usable = trials[trials.outcome.isin(USABLE) & trials[value].notna()] if value in trials else trials.iloc[:0]
+    if len(usable) < 2:
+        return Importance({}, f"skipped: {len(usable)} completed/pruned trial(s) with a {value}; need at least 2")
+    if len(keys) < 2:
+        return Importance({}, f"skipped: {len(keys)} searched key(s) vary ({', '.join(keys) or 'none'}); "
+                              "importance needs at least 2 to compare")
+    study = rebuild_study(trials, keys, value)
+    evaluator, name = _evaluator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExperimentalWarning and small-sample warnings; the note says it instead
+        values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    values = {k: (0.0 if math.isnan(v) else float(v)) for k, v in values.items()}
+    pruned = int((usable.outcome == "pruned").sum())
+    note = f"{name} over {len(usable)} trials, target {value}"
+    if pruned:
+        note += (f"; {pruned} of them pruned, each at its last reported value: those come from shorter runs, "
+                 "which inflates the effect of whatever got them pruned")
+    return Importance(values, note)

@@ -1,0 +1,85 @@
+"""Tables and numbers of a sweep report: the trial summary, the grid pivot, correlations, ASHA accounting.
+
+    python -m analysis.report --experiment lr_warmup      (these are pure functions over analysis.runs frames)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+SUMMARY_METRICS = {"final_val_ppl": "final val_ppl", "best_val_ppl": "best val_ppl", "finetune_acc": "finetune_acc",
+                   "finetune_acc_fewshot": "finetune_acc_fewshot", "steps": "steps", "outcome": "outcome"}
+
+
+def summary_table(trials: pd.DataFrame, searched: list[str]) -> pd.DataFrame:
+    """Every trial, its searched values and results, best final val_ppl on top (no value, e.g. diverged, last)."""
+    columns = ["trial_id", *searched, *SUMMARY_METRICS]
+    table = trials.sort_values(["final_val_ppl", "trial_id"], na_position="last", kind="stable")[columns]
+    return table.rename(columns=SUMMARY_METRICS).reset_index(drop=True)
+
+
+def format_value(value) -> str:
+    """Short, aligned-looking cells: 3 significant digits for floats, '–' for missing."""
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if abs(value) >= 1e7:
+            return f"{value:.3g}"
+        if value.is_integer() or abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub markdown table (no dependency on `tabulate`); numbers right-aligned."""
+    numeric = [pd.api.types.is_numeric_dtype(table[c]) for c in table.columns]
+    lines = ["| " + " | ".join(str(c) for c in table.columns) + " |",
+             "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(format_value(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def grid_pivot(trials: pd.DataFrame, x_key: str, y_key: str, value: str = "final_val_ppl") -> pd.DataFrame:
+    """Mean `value` per (y, x) cell of a grid sweep: rows are y_key values, columns x_key values, both sorted;
+    cells without a usable trial (diverged, error, missing) are NaN."""
+    ok = trials[~trials.outcome.isin(["diverged", "error"])]
+    table = ok.pivot_table(index=y_key, columns=x_key, values=value, aggfunc="mean")
+    return table.reindex(index=sorted(trials[y_key].dropna().unique()),
+                         columns=sorted(trials[x_key].dropna().unique()))
+
+
+def correlation(x: pd.Series, y: pd.Series) -> dict[str, float]:
+    """Pearson and Spearman (Pearson of ranks) over the pairs where both are present; NaN below 3 pairs."""
+    pairs = pd.DataFrame({"x": x.to_numpy(dtype=float), "y": y.to_numpy(dtype=float)}).dropna()
+    n = len(pairs)
+    if n < 3 or pairs.x.nunique() < 2 or pairs.y.nunique() < 2:
+        return {"n": n, "pearson": math.nan, "spearman": math.nan}
+    ranks = pairs.rank()
+    return {"n": n, "pearson": float(np.corrcoef(pairs.x, pairs.y)[0, 1]),
+            "spearman": float(np.corrcoef(ranks.x, ranks.y)[0, 1])}
+
+
+def asha_accounting(trials: pd.DataFrame) -> dict[str, float]:
+    """Training steps spent (each trial's last step) against the full budget (trials × train.max_steps)."""
+    spent = int(trials.steps.fillna(0).sum())
+    budget = int(trials.max_steps.fillna(0).sum())
+    return {"trials": len(trials), "spent": spent, "budget": budget,
+            "saving": 1 - spent / budget if budget else math.nan,
+            "pruned": int((trials.outcome == "pruned").sum()), "completed": int((trials.outcome == "completed").sum())}
+
+
+def outcome_counts(trials: pd.DataFrame) -> str:
+    """'8 completed, 2 pruned' in a fixed order."""
+    order = ["completed", "pruned", "diverged", "error", "running", "unknown"]
+    counts = trials.outcome.value_counts()
+    known = [o for o in order if o in counts] + sorted(o for o in counts.index if o not in order)
+    return ", ".join(f"{counts[o]} {o}" for o in known) or "no trials"
