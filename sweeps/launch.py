@@ -10,6 +10,7 @@ import time
 from sweeps.runner import SweepPlan
 from trainer.config import ConfigError
 from trainer.data import prepare_corpus, prepare_finetune
+from trainer.floors import loss_floors
 from trainer.trainable import train_gpt
 from trainer.tracking import MLflowTracking, ensure_experiment
 
@@ -50,7 +51,8 @@ def _param_space(plan: SweepPlan) -> dict:
 def _start_ray(plan: SweepPlan) -> None:
     import ray
 
-    ray.init(address=plan.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    if not ray.is_initialized():  # a notebook or test that already started Ray keeps its instance
+        ray.init(address=plan.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if plan.gpus_per_trial > cluster_gpus:
         ray.shutdown()
@@ -79,7 +81,8 @@ def launch(plan: SweepPlan) -> int:
     else:
         run_name = f"{plan.experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
         tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=f"{plan.storage}/{run_name}",
-                                  sweep_params=_sweep_params(plan), searched=list(plan.dims))
+                                  sweep_params=_sweep_params(plan), searched=list(plan.dims),
+                                  corpus_metrics=loss_floors(corpus.train, corpus.val, corpus.vocab_size))
         reporter = tune.CLIReporter(metric_columns=REPORTED, parameter_columns=list(plan.dims),
                                     max_report_frequency=60, sort_by_metric=True)
         tuner = tune.Tuner(
@@ -109,7 +112,8 @@ def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float) -
           f"{len(results.errors)} errors")
     if finished:
         best = min(finished, key=lambda r: r.metrics["val_ppl"])
-        chosen = ", ".join(f"{k}={best.config[k]:.3g}" for k in plan.dims)
+        chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in ((k, best.config[k]) for k in plan.dims))
         extra = "".join(f", {k}={best.metrics[k]:.3f}" for k in ("finetune_acc", "finetune_acc_fewshot")
                         if k in best.metrics)
         print(f"best trial: {chosen}: val_ppl={best.metrics['val_ppl']:.1f}{extra}")

@@ -17,7 +17,8 @@ def space(cfg: RunConfig) -> dict[str, Dim]:
     steps = cfg.train.max_steps  # warmup is searched as a share of the run, so presets of any length work
     return {
         "optim.lr": Dim(tune.loguniform(1e-4, 3e-3), grid=(1e-4, 3e-4, 1e-3, 3e-3)),
-        "optim.warmup_steps": Dim(tune.randint(0, steps // 4 + 1), grid=(0, steps // 20, steps // 4)),
+        # No warmup, 5 % and 25 % of the run; a short run can round two of them to one value: keep it once.
+        "optim.warmup_steps": Dim(tune.randint(0, steps // 4 + 1), grid=tuple(sorted({0, steps // 20, steps // 4}))),
     }
 
 

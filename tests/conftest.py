@@ -36,12 +36,16 @@ _WORDS = ("the a one every small old red quiet river cat town garden letter mach
           "found carried watched opened built remembered near under across after before slowly again").split()
 
 
-@pytest.fixture
-def tiny_documents() -> list[str]:
-    """300 short English-ish documents of two to four sentences each."""
+def make_tiny_documents(n: int = 300) -> list[str]:
+    """n short English-ish documents of two to four sentences each (deterministic)."""
     rng = random.Random(0)
     sentence = lambda: " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 9))).capitalize() + "."
-    return [" ".join(sentence() for _ in range(rng.randint(2, 4))) for _ in range(300)]
+    return [" ".join(sentence() for _ in range(rng.randint(2, 4))) for _ in range(n)]
+
+
+@pytest.fixture
+def tiny_documents() -> list[str]:
+    return make_tiny_documents()
 
 
 @pytest.fixture

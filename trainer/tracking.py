@@ -9,6 +9,7 @@ Child outcome tags: completed (FINISHED), pruned by ASHA (KILLED), diverged or e
 """
 from __future__ import annotations
 
+import numbers
 import time
 from pathlib import Path
 
@@ -108,7 +109,8 @@ class MLflowTracking(tune.Callback):
 
     def _log_metrics(self, run_id: str, values: dict, step: int) -> None:
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items() if isinstance(v, (int, float))]
+        metrics = [Metric(k, float(v), now, step) for k, v in values.items()
+                   if isinstance(v, numbers.Real) and not isinstance(v, bool)]  # numpy scalars count too
         if metrics:
             self.client.log_batch(run_id, metrics=metrics)
 
@@ -132,6 +134,8 @@ class MLflowTracking(tune.Callback):
     def _finish(self, trial, outcome: str, status: str) -> None:
         run_id = self._child(trial)
         self.client.set_tag(run_id, "gptsweep.outcome", outcome)
+        if trial.last_result and trial.last_result.get("node_id"):
+            self.client.set_tag(run_id, "gptsweep.node_id", trial.last_result["node_id"])
         config = flatten(build_config(trial.config["preset"], _overrides(trial.config)))
         self.client.log_dict(run_id, config, "config.json")
         self._log_learning_curve(run_id, str(trial))

@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -63,6 +64,7 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
             metrics.update(finetune_metrics(trainer.model, finetune_data, cfg.finetune, cfg.train.seed,
                                             trainer.autocast))
         metrics["samples"] = record.samples
+        metrics["node_id"] = ray.get_runtime_context().get_node_id()  # which machine ran it, for tracking
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(trainer, Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

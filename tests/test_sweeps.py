@@ -1,0 +1,147 @@
+"""pytest tests/test_sweeps.py — real Ray Tune sweeps on a toy corpus, tracked in a real SQLite MLflow.
+
+Each sweep uses the smoke preset on a 300-document corpus with a 300-token BPE: seconds per trial.
+"""
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from sweeps.lr_warmup import space as lr_warmup_space
+from sweeps.runner import Dim, run_sweep
+from conftest import make_tiny_documents
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """A corpus, an AG-News-shaped table, and an isolated cache, shared by the module's sweeps."""
+    root = tmp_path_factory.mktemp("sweeps")
+    docs = make_tiny_documents()
+    (root / "corpus.txt").write_text("\n\n".join(docs) + "\n")
+    for split, rows in (("train", docs[:60]), ("test", docs[60:100])):
+        with open(root / f"news_{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            writer.writerows((text, i % 4) for i, text in enumerate(rows))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GPTSWEEP_CACHE_DIR", str(root / "cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield root
+    ray.shutdown()
+
+
+def sweep_args(root, experiment: str, *extra: str) -> list[str]:
+    return ["--preset", "smoke", "--data", str(root / "corpus.txt"), "--tokenizer", "bpe:300",
+            "--finetune-train", str(root / "news_train.csv"), "--finetune-test", str(root / "news_test.csv"),
+            "--storage", str(root / "ray_results"), "--mlflow-uri", f"sqlite:///{root / 'mlflow.db'}",
+            "--experiment", experiment, *extra]
+
+
+def runs_of(root, experiment: str):
+    """(parent runs, child runs) of an experiment."""
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("gptsweep.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("gptsweep.role") == "trial"]
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def optuna_sweep(inputs):
+    assert run_sweep("lr_warmup", lr_warmup_space, sweep_args(inputs, "optuna4", "--num-samples", "4")) == 0
+    return inputs
+
+
+def test_optuna_asha_sweep_writes_one_parent_and_one_child_per_trial(optuna_sweep):
+    client, parents, children = runs_of(optuna_sweep, "optuna4")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and "best_val_ppl" in parent.data.metrics
+    assert parent.data.tags["gptsweep.best_trial_id"] in {c.data.tags["gptsweep.trial_id"] for c in children}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert 1e-4 <= float(child.data.params["optim.lr"]) <= 3e-3
+        assert "optim.warmup_steps" in child.data.params
+        assert "optim.lr" not in child.data.metrics  # params are not duplicated as metrics
+        history = client.get_metric_history(child.info.run_id, "val_ppl")
+        assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.json", "learning_curve.png", "samples"} <= artifacts
+
+
+def test_completed_trials_carry_finetune_accuracy_and_pruned_ones_are_killed(optuna_sweep):
+    _, _, children = runs_of(optuna_sweep, "optuna4")
+    outcomes = {c.data.tags["gptsweep.outcome"] for c in children}
+    assert outcomes <= {"completed", "pruned"} and "completed" in outcomes
+    for child in children:
+        if child.data.tags["gptsweep.outcome"] == "completed":
+            assert child.info.status == "FINISHED"
+            assert 0 <= child.data.metrics["finetune_acc"] <= 1
+            assert 0 <= child.data.metrics["finetune_acc_fewshot"] <= 1
+            assert "val_ppl" in child.data.metrics  # the last report still carries val_ppl
+        else:
+            assert child.info.status == "KILLED" and "finetune_acc" not in child.data.metrics
+
+
+def test_resume_of_a_finished_sweep_runs_nothing_and_duplicates_nothing(optuna_sweep):
+    client, _, before = runs_of(optuna_sweep, "optuna4")
+    steps_before = {c.info.run_id: len(client.get_metric_history(c.info.run_id, "val_loss")) for c in before}
+    assert run_sweep("lr_warmup", lr_warmup_space, sweep_args(optuna_sweep, "optuna4", "--resume")) == 0
+    client, parents, after = runs_of(optuna_sweep, "optuna4")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {c.info.run_id for c in after} == set(steps_before)
+    assert {c.info.run_id: len(client.get_metric_history(c.info.run_id, "val_loss")) for c in after} == steps_before
+
+
+def test_asha_prunes_a_trial_that_is_clearly_worse_at_the_first_rung(inputs):
+    # Sequential trials: the good learning rate sets the rung's bar, the hopeless ones fall below it.
+    def space(cfg):
+        return {"optim.lr": Dim(None, grid=(1e-2, 1e-7, 1e-7)), "optim.warmup_steps": Dim(None, grid=(0,))}
+
+    args = sweep_args(inputs, "prune", "--search", "grid", "--scheduler", "asha", "--max-concurrent", "1")
+    assert run_sweep("prune", space, args) == 0
+    _, _, children = runs_of(inputs, "prune")
+    by_lr = {float(c.data.params["optim.lr"]): c for c in children}
+    assert len(children) == 3
+    assert by_lr[1e-2].data.tags["gptsweep.outcome"] == "completed"
+    pruned = [c for c in children if c.data.tags["gptsweep.outcome"] == "pruned"]
+    assert pruned and all(c.info.status == "KILLED" for c in pruned)
+    assert all(c.data.metrics["val_loss"] > by_lr[1e-2].data.metrics["val_loss"] for c in pruned)
+
+
+def test_grid_search_runs_every_cell_of_the_grid(inputs):
+    args = sweep_args(inputs, "grid", "--search", "grid", "--finetune-train", "none",
+                      "--set", "train.max_steps=20", "--set", "train.eval_every=10")
+    assert run_sweep("lr_warmup", lr_warmup_space, args) == 0
+    _, _, children = runs_of(inputs, "grid")
+    cells = {(float(c.data.params["optim.lr"]), int(c.data.params["optim.warmup_steps"])) for c in children}
+    assert len(children) == len(cells) == 4 * 3  # 4 learning rates × warmups of 0, 1 and 5 steps
+    assert all(c.data.tags["gptsweep.outcome"] == "completed" for c in children)
+
+
+def test_a_sweep_joining_a_two_node_cluster_places_trials_on_both_nodes(inputs):
+    from ray.cluster_utils import Cluster
+
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 200 << 20})
+    cluster.add_node(num_cpus=1, object_store_memory=200 << 20)
+    cluster.wait_for_nodes()
+    try:
+        args = sweep_args(inputs, "cluster", "--address", cluster.address, "--num-samples", "2",
+                          "--scheduler", "fifo", "--max-concurrent", "2", "--finetune-train", "none")
+        assert run_sweep("lr_warmup", lr_warmup_space, args) == 0
+        _, _, children = runs_of(inputs, "cluster")
+        nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        used = {c.data.tags["gptsweep.node_id"] for c in children}
+        assert len(nodes) == 2 and used == nodes  # 1 CPU per node, 2 concurrent trials: one on each
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
