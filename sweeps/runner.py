@@ -96,7 +96,7 @@ def resources(args: argparse.Namespace, budget: SweepBudget, gpus_available: int
             budget.gpus_per_trial if gpus_available else 0.0)
     except ValueError:
         raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial!r} is not a number; use e.g. 0.25 or 1") from None
-    if gpus < 0 or gpus > max(gpus_available, 0) and gpus > 0:
+    if gpus < 0 or (gpus > gpus_available and args.address is None):
         raise ConfigError(f"--gpus-per-trial {gpus:g} but this machine has {gpus_available} GPU(s); "
                           "use a value ≤ the GPU count (fractions share a GPU), or 0 for CPU")
     cpus = args.cpus_per_trial or 1.0
@@ -146,8 +146,9 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
     args = parse_args(name, argv, default_search)
     preset, cfg = config_from_args(args)
     budget = BUDGETS[preset]
-    gpus_available = torch.cuda.device_count() if args.address is None else 1 << 30  # a cluster: Ray checks
-    cpus, gpus, concurrent = resources(args, budget, gpus_available)
+    # Defaults follow this machine's GPUs; on a cluster (--address) the driver is usually one of its nodes,
+    # and launch checks an explicit --gpus-per-trial against the whole cluster once connected.
+    cpus, gpus, concurrent = resources(args, budget, torch.cuda.device_count())
     fixed = trial_params(preset, cfg, args, cpus, on_gpu=gpus > 0)
     dims = space(cfg)
     check_space(preset, fixed, dims)
