@@ -82,18 +82,20 @@ PRESETS: dict[str, dict[str, object]] = {
     # The seed's config exactly: a GPU job (2000 steps of 16x128 tokens, GPT-2 vocabulary).
     "seed": {},
     # Real learning on 2 CPU cores in a few minutes: the 50,257-way output layer dominates the cost, so the
-    # model is narrow and shallow; the steps still cover the wikitext-2 test split about twice.
+    # model is narrow and shallow. 400 steps see the 258k-token wikitext-2 split ~1.6 times; past that the
+    # validation loss flattens (the split is small) while each sweep trial gets dearer. Dropout 0.1 bought
+    # 694 → 677 validation perplexity at 600 steps.
     "cpu": {
         "model.n_layers": 2,
         "model.n_heads": 4,
         "model.d_model": 128,
         "model.context_length": 64,
-        "model.dropout": 0.0,
+        "model.dropout": 0.1,
         "optim.lr": 2e-3,
         "optim.min_lr": 2e-4,
-        "optim.warmup_steps": 60,
+        "optim.warmup_steps": 40,
         "train.batch_size": 16,
-        "train.max_steps": 600,
+        "train.max_steps": 400,
         "train.eval_every": 100,
         "train.eval_batches": 40,
         "finetune.lr": 5e-4,
