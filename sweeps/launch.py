@@ -1,18 +1,23 @@
 """Run a validated SweepPlan on Ray Tune: tokenize once, start or join Ray, fit, summarize.
 
     python sweeps/lr_warmup.py --preset smoke --num-samples 2      (any sweep script ends here)
+
+Ctrl+C (SIGINT) or SIGTERM stops the sweep the same way: Tune stops the trials, saves the experiment state and
+MLflow marks the sweep KILLED; the runner prints the command that resumes it and exits 128 + the signal number.
+A second signal stops at once, skipping the final save (the resume then starts from Tune's last periodic save).
 """
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+import threading
 import time
 
 from sweeps.runner import SweepPlan
 from trainer.config import ConfigError
 from trainer.data import prepare_corpus, prepare_finetune
-from trainer.floors import loss_floors
-from trainer.trainable import train_gpt
-from trainer.tracking import MLflowTracking, ensure_experiment
 
 REPORTED = {"step": "step", "val_ppl": "val_ppl", "val_acc": "val_acc", "tokens_per_s": "tok/s",
             "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
@@ -27,7 +32,8 @@ def _search_algorithm(plan: SweepPlan):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=plan.seed))
-    return tune.search.BasicVariantGenerator(random_state=plan.seed)
+    # An explicit generator ignores TuneConfig.max_concurrent_trials (Tune only warns): give it the limit itself.
+    return tune.search.BasicVariantGenerator(random_state=plan.seed, max_concurrent=plan.max_concurrent)
 
 
 def _scheduler(plan: SweepPlan):
@@ -60,16 +66,78 @@ def _start_ray(plan: SweepPlan) -> None:
                           "lower it or add GPU nodes")
 
 
-def launch(plan: SweepPlan) -> int:
-    from ray import tune
+class StopOnSignal:
+    """SIGINT and SIGTERM both become Tune's own graceful stop (which it offers on SIGINT and SIGUSR1) while
+    `fit` runs; before Tune has installed its handler, and on a second signal, they raise KeyboardInterrupt."""
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._saved: dict[int, object] = {}
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers can only be set from the main thread; Tune then leaves them alone too
+        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours forwards to Tune's (registered on SIGUSR1)
+        self._saved = {s: signal.getsignal(s) for s in (*self.SIGNALS, signal.SIGUSR1)}
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        """(Re)install the handlers: connecting to Ray installs its C++ SIGTERM handler, which aborts the driver."""
+        if self._saved:
+            for s in self.SIGNALS:
+                signal.signal(s, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if self.signum is not None or not callable(tune_handler) or tune_handler is self._saved[signal.SIGUSR1]:
+            self.signum = self.signum or signum
+            raise KeyboardInterrupt  # a second signal, or Tune not running yet: stop now
+        self.signum = signum
+        # os.write, not print: a handler that prints while the main thread prints raises "reentrant call".
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping the trials and saving the sweep's state "
+                    "(send it again to stop at once)\n".encode())
+        tune_handler(signum, frame)
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._saved.items():
+            signal.signal(s, handler)
+        if self._saved:
+            if self._env is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
+
+
+def launch(plan: SweepPlan) -> int:
+    with StopOnSignal() as stop:
+        try:
+            return _launch(plan, stop)
+        except KeyboardInterrupt:
+            # Before any trial (nothing to resume) or a second signal (Tune skipped its final save).
+            print(f"\nsweep stopped by {signal.Signals(stop.signum or signal.SIGINT).name}", file=sys.stderr)
+            return 128 + (stop.signum or signal.SIGINT)
+
+
+def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     started = time.perf_counter()
     corpus, tokenizer = prepare_corpus(plan.cfg.data, plan.cfg.model.context_length)
     print(corpus.summary, flush=True)
     finetune_data = prepare_finetune(plan.cfg.data, tokenizer, plan.cfg.finetune.max_length)
     prepared = time.perf_counter() - started
+    # Imported after the data checks: bad input fails fast, without seconds of importing MLflow and Ray.
+    from ray import tune
+
+    from trainer.floors import loss_floors
+    from trainer.trainable import train_gpt
+    from trainer.tracking import MLflowTracking, ensure_experiment, mark_sweep
+
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "creating database tables" on every first run
     _start_ray(plan)
+    stop.arm()
     ensure_experiment(plan.tracking_uri, plan.experiment)
 
     trainable = tune.with_resources(
@@ -77,10 +145,12 @@ def launch(plan: SweepPlan) -> int:
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     if plan.resume_path is not None:
         print(f"resuming {plan.resume_path}", flush=True)
-        tuner = tune.Tuner.restore(str(plan.resume_path), trainable, resume_unfinished=True, resume_errored=True)
+        sweep_path = str(plan.resume_path)
+        tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
     else:
         run_name = f"{plan.experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
-        tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=f"{plan.storage}/{run_name}",
+        sweep_path = f"{plan.storage}/{run_name}"
+        tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=sweep_path,
                                   sweep_params=_sweep_params(plan), searched=list(plan.dims),
                                   corpus_metrics=loss_floors(corpus.train, corpus.val, corpus.vocab_size))
         reporter = tune.CLIReporter(metric_columns=REPORTED, parameter_columns=list(plan.dims),
@@ -94,9 +164,23 @@ def launch(plan: SweepPlan) -> int:
                                       failure_config=tune.FailureConfig(max_failures=plan.max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       progress_reporter=reporter, verbose=1))
-    results = tuner.fit()
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:  # a second signal: Tune's callbacks did not close the parent run
+        mark_sweep(plan.tracking_uri, plan.experiment, sweep_path, "KILLED")
+        _print_resume(plan, stop.signum or signal.SIGINT, time.perf_counter() - started)
+        return 128 + (stop.signum or signal.SIGINT)
+    if stop.signum is not None:
+        _print_resume(plan, stop.signum, time.perf_counter() - started)
+        return 128 + stop.signum
     _print_summary(plan, results, time.perf_counter() - started, prepared)
     return 0
+
+
+def _print_resume(plan: SweepPlan, signum: int, wall_s: float) -> None:
+    print(f"\nsweep interrupted by {signal.Signals(signum).name} after {wall_s:.0f}s; finished trials are kept "
+          f"and unfinished ones continue from their last checkpoints with:\n  {plan.resume_command}",
+          file=sys.stderr, flush=True)
 
 
 def _sweep_params(plan: SweepPlan) -> dict[str, object]:

@@ -8,12 +8,16 @@ can be wrong with the input is checked before Ray starts, and nothing is written
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import shlex
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.cli import add_config_args, config_from_args, exits_cleanly_on_bad_input
+from trainer.cli import ArgumentParser, add_config_args, config_from_args, exits_cleanly_on_bad_input
 from trainer.config import ConfigError, RunConfig, build_config
 
 # Ray prints advice a sweep user cannot act on; these keep the console to the progress table.
@@ -50,7 +54,7 @@ SearchSpace = Callable[[RunConfig], dict[str, Dim]]
 
 
 def parse_args(name: str, argv: list[str] | None, default_search: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python sweeps/{name}.py")
+    parser = ArgumentParser(prog=f"python sweeps/{name}.py")
     add_config_args(parser, finetune_default="ag_news")
     parser.add_argument("--search", choices=("optuna", "grid", "random"), default=default_search)
     parser.add_argument("--scheduler", choices=("asha", "fifo"), default=None,
@@ -63,7 +67,8 @@ def parse_args(name: str, argv: list[str] | None, default_search: str) -> argpar
     parser.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
     parser.add_argument("--experiment", default=name, help="MLflow experiment and Tune run name prefix")
     parser.add_argument("--address", default=None, help="join a running Ray cluster (e.g. auto)")
-    parser.add_argument("--resume", action="store_true", help="continue the latest sweep of this experiment")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the latest sweep of this experiment (after Ctrl+C/SIGTERM or a crash)")
     parser.add_argument("--seed", type=int, default=0, help="searcher and training seed")
     return parser.parse_args(argv)
 
@@ -95,15 +100,31 @@ def resources(args: argparse.Namespace, budget: SweepBudget, gpus_available: int
         gpus = float(args.gpus_per_trial) if args.gpus_per_trial is not None else (
             budget.gpus_per_trial if gpus_available else 0.0)
     except ValueError:
-        raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial!r} is not a number; use e.g. 0.25 or 1") from None
-    if gpus < 0 or (gpus > gpus_available and args.address is None):
+        gpus = math.nan
+    if not math.isfinite(gpus) or gpus < 0:
+        raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial!r} is not a number ≥ 0; use e.g. 0.25 or 1, "
+                          "or 0 for CPU")
+    if gpus > gpus_available and args.address is None:
         raise ConfigError(f"--gpus-per-trial {gpus:g} but this machine has {gpus_available} GPU(s); "
                           "use a value ≤ the GPU count (fractions share a GPU), or 0 for CPU")
-    cpus = args.cpus_per_trial or 1.0
-    if cpus <= 0 or cpus > os.cpu_count() and args.address is None:
-        raise ConfigError(f"--cpus-per-trial {cpus:g} must be between 0 and this machine's {os.cpu_count()} cores")
+    cpus = args.cpus_per_trial if args.cpus_per_trial is not None else 1.0
+    if not (0 < cpus < math.inf) or (cpus > os.cpu_count() and args.address is None):
+        raise ConfigError(f"--cpus-per-trial {cpus:g} must be > 0 and at most this machine's {os.cpu_count()} "
+                          "cores; use e.g. --cpus-per-trial 1")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise ConfigError(f"--max-concurrent {args.max_concurrent} must be at least 1 (or left out: what fits)")
     slots = int(gpus_available / gpus) if gpus else int(os.cpu_count() // cpus)
     return cpus, gpus, max(1, args.max_concurrent or slots)
+
+
+def gpu_count() -> int:
+    """torch.cuda.device_count(), without importing torch (seconds, before any input is checked) on a Linux
+    machine with no NVIDIA or ROCm driver."""
+    if sys.platform == "linux" and not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists()):
+        return 0
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def latest_sweep(storage: Path, experiment: str) -> Path:
@@ -137,23 +158,33 @@ class SweepPlan:
     address: str | None
     seed: int
     resume_path: Path | None
+    resume_command: str  # what to type to continue this sweep after an interrupt
+
+
+def resume_command(name: str, argv: list[str] | None) -> str:
+    """The command line that continues this sweep: the same flags plus --resume, run from the same folder
+    (relative --storage, --mlflow-uri and data paths mean the same thing there)."""
+    script = sys.argv[0] if argv is None and Path(sys.argv[0]).name == f"{name}.py" else f"sweeps/{name}.py"
+    flags = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+    python = shutil.which("python")
+    same = python is not None and os.path.realpath(python) == os.path.realpath(sys.executable)
+    line = shlex.join(["python" if same else sys.executable, script, *flags, "--resume"])
+    return f"cd {shlex.quote(os.getcwd())} && {line}"
 
 
 def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_search: str) -> SweepPlan:
     """Parse and check everything (raising ConfigError) without starting Ray or writing a file."""
-    import torch
-
     args = parse_args(name, argv, default_search)
     preset, cfg = config_from_args(args)
+    if args.num_samples is not None and args.num_samples < 1:
+        raise ConfigError(f"--num-samples {args.num_samples} must be at least 1")
     budget = BUDGETS[preset]
     # Defaults follow this machine's GPUs; on a cluster (--address) the driver is usually one of its nodes,
     # and launch checks an explicit --gpus-per-trial against the whole cluster once connected.
-    cpus, gpus, concurrent = resources(args, budget, torch.cuda.device_count())
+    cpus, gpus, concurrent = resources(args, budget, gpu_count())
     fixed = trial_params(preset, cfg, args, cpus, on_gpu=gpus > 0)
     dims = space(cfg)
     check_space(preset, fixed, dims)
-    if args.num_samples is not None and args.num_samples < 1:
-        raise ConfigError(f"--num-samples {args.num_samples} must be at least 1")
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
     return SweepPlan(
         experiment=args.experiment, preset=preset, cfg=cfg, search=args.search,
@@ -162,12 +193,16 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
         dims=dims, fixed=fixed, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=concurrent,
         grace_steps=min(budget.grace_steps, cfg.train.max_steps), max_failures=budget.max_failures,
         storage=storage, tracking_uri=args.mlflow_uri or _default_tracking_uri(), address=args.address,
-        seed=args.seed, resume_path=latest_sweep(Path(storage), args.experiment) if args.resume else None)
+        seed=args.seed, resume_path=latest_sweep(Path(storage), args.experiment) if args.resume else None,
+        resume_command=resume_command(name, argv))
 
 
 @exits_cleanly_on_bad_input
 def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, default_search: str = "optuna") -> int:
-    """Entry point of every sweep script: plan (exit 2 on bad input), then launch Ray Tune."""
+    """Entry point of every sweep script: plan (exit 2 on bad input), then launch Ray Tune.
+
+    Exit codes: 0 done (trials that diverged or errored are results, not failures), 2 bad input,
+    130 / 143 interrupted by SIGINT (Ctrl+C) / SIGTERM: the state is saved and the resume command printed."""
     plan = make_plan(name, space, argv, default_search)
     from sweeps.launch import launch
 
@@ -175,6 +210,6 @@ def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, defa
 
 
 def _default_tracking_uri() -> str:
-    from trainer.tracking import default_tracking_uri
-
-    return default_tracking_uri(Path.cwd())
+    """An absolute SQLite URI (trials chdir into their own folders; MLflow 3 refuses the ./mlruns file store).
+    Built here, not in trainer.tracking, so that checking the input does not import MLflow (seconds)."""
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"

@@ -3,18 +3,18 @@
     python -m trainer --preset cpu --data wikitext-2 --tokenizer gpt2 \
         --finetune-train ag_news --out runs/single
 
-Writes OUT/config.json (the flattened config) and OUT/metrics.json (final values under the metric names
-train_loss, val_loss, val_ppl, val_acc, lr, tokens_per_s, finetune_acc, finetune_acc_fewshot).
+Writes OUT/config.json (the flattened config), OUT/metrics.json (final values under the metric names
+train_loss, val_loss, val_ppl, val_acc, lr, tokens_per_s, finetune_acc, finetune_acc_fewshot),
+OUT/history.json (the metrics of every eval) and OUT/samples.txt (completions at the last eval).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from trainer.cli import add_config_args, config_from_args, exits_cleanly_on_bad_input
+from trainer.cli import ArgumentParser, add_config_args, config_from_args, exits_cleanly_on_bad_input
 from trainer.config import flatten
 from trainer.data import prepare_corpus, prepare_finetune
 from trainer.finetune import finetune_metrics
@@ -23,7 +23,7 @@ from trainer.loop import Pretrainer
 
 @exits_cleanly_on_bad_input
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
     add_config_args(parser, finetune_default=None)
     parser.add_argument("--out", required=True, help="folder for config.json and metrics.json")
     args = parser.parse_args(argv)
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(flatten(cfg), indent=2) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "history.json").write_text(json.dumps(trainer.history, indent=2) + "\n")  # every eval's metrics
     (out / "samples.txt").write_text("\n\n".join(record.samples) + "\n")
     shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("val_loss", "val_ppl", "val_acc", "tokens_per_s",
                                                         "finetune_acc", "finetune_acc_fewshot") if k in metrics)

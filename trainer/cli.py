@@ -12,6 +12,14 @@ from typing import Callable
 from trainer.config import ConfigError, RunConfig, build_config, default_preset, parse_overrides
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the exit-2 error path of every other bad input: one line on stderr, no usage block."""
+
+    def error(self, message: str):
+        print(f"error: {' '.join(message.split())}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
 def add_config_args(parser: argparse.ArgumentParser, finetune_default: str | None) -> None:
     """--preset, the data flags and --set: everything that builds a RunConfig."""
     parser.add_argument("--preset", default=None, help="smoke, cpu or seed (default: seed with CUDA, else cpu)")
@@ -34,7 +42,19 @@ def config_from_args(args: argparse.Namespace) -> tuple[str, RunConfig]:
     overrides = {"data.source": args.data, "data.val_source": args.val_data, "data.tokenizer": args.tokenizer,
                  "data.finetune_train": finetune_train, "data.finetune_test": args.finetune_test,
                  **parse_overrides(args.overrides)}
-    return preset, build_config(preset, overrides)
+    cfg = build_config(preset, overrides)
+    check_data_sources(cfg)
+    return preset, cfg
+
+
+def check_data_sources(cfg: RunConfig) -> None:
+    """Every dataset name and path resolves (else a ConfigError): cheap, so a typo in --finetune-test fails now,
+    not after the corpus has been tokenized."""
+    from trainer.sources import available_splits
+
+    for spec in (cfg.data.source, cfg.data.val_source, cfg.data.finetune_train, cfg.data.finetune_test):
+        if spec:
+            available_splits(spec)
 
 
 def exits_cleanly_on_bad_input(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -8,6 +8,7 @@ overrides, the MLflow parameter names and the Ray Tune search-space keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -215,12 +216,14 @@ def validate(cfg: RunConfig) -> None:
     """Reject configurations that would fail or mislead later, with the fix in the message."""
     m, o, t, f = cfg.model, cfg.optim, cfg.train, cfg.finetune
     checks = [
-        (m.d_model % m.n_heads == 0, f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; "
-                                     "choose n_heads that divides d_model"),
         (min(m.n_layers, m.n_heads, m.d_model, m.context_length) > 0,
-         "model.n_layers, n_heads, d_model and context_length must be positive"),
+         f"model.n_layers={m.n_layers}, n_heads={m.n_heads}, d_model={m.d_model} and "
+         f"context_length={m.context_length} must all be > 0"),
+        (m.n_heads <= 0 or m.d_model % m.n_heads == 0,
+         f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; choose n_heads that divides "
+         "d_model"),
         (0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)"),
-        (o.lr > 0, f"optim.lr={o.lr} must be > 0"),
+        (0 < o.lr < math.inf, f"optim.lr={o.lr} must be a finite number > 0; e.g. --set optim.lr=3e-4"),
         (0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be between 0 and optim.lr={o.lr}"),
         (0 <= o.warmup_steps <= t.max_steps,
          f"optim.warmup_steps={o.warmup_steps} must be between 0 and train.max_steps={t.max_steps}"),

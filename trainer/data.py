@@ -16,13 +16,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from trainer.config import ConfigError, DataConfig
 from trainer.sources import available_splits, read_classification, read_documents, split_files
 from trainer.tokenizer import TextTokenizer, bpe_size, load_tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1  # bump when document splitting or the cache layout changes: old caches then miss
 _ENCODE_BATCH = 1024  # documents per encode_batch call: parallel enough, and memory stays flat on big corpora
@@ -68,10 +71,13 @@ def _fingerprint(spec: str, split: str) -> str:
         return f"hub:{spec}:{split}"
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        try:
+            digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror or e}; pass a readable file") from None
     return digest.hexdigest()
 
 
@@ -176,6 +182,8 @@ def pack(tokens: np.ndarray, context_length: int) -> np.ndarray:
 
 
 def _pair(chunks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch  # here, not at the top: sweeps check their data before paying seconds for importing torch
+
     batch = torch.from_numpy(chunks.astype(np.int64))
     return batch[:, :-1], batch[:, 1:]
 

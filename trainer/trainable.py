@@ -32,29 +32,45 @@ def trial_config(params: dict[str, object]) -> RunConfig:
 
 
 def save_checkpoint(trainer: Pretrainer, folder: Path) -> None:
-    """torch.save to a temporary name, then rename: a checkpoint folder never holds a half-written file."""
+    """torch.save to a temporary name, flush it to disk, then rename: a checkpoint folder never holds a
+    half-written state.pt (a crash leaves at most a .partial file, which load_checkpoint never reads)."""
     partial = folder / (CHECKPOINT_FILE + ".partial")
-    torch.save(trainer.state_dict(), partial)
+    with open(partial, "wb") as f:
+        torch.save(trainer.state_dict(), f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(partial, folder / CHECKPOINT_FILE)
+
+
+def load_state(folder: Path, device: torch.device | str = "cpu") -> dict:
+    """The state saved in a checkpoint folder; a missing or unreadable state.pt raises a RuntimeError naming it."""
+    path = Path(folder) / CHECKPOINT_FILE
+    fix = "this trial cannot continue from it: put back an intact copy, or run the sweep again without --resume"
+    if not path.is_file():
+        leftover = " (only an unfinished state.pt.partial, which is never loaded)" if path.with_name(
+            CHECKPOINT_FILE + ".partial").exists() else ""
+        raise RuntimeError(f"checkpoint {path} is missing{leftover}; {fix}")
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # a truncated or foreign file: say which one, not just "unpickling error"
+        raise RuntimeError(f"corrupt checkpoint {path}: {type(error).__name__}: {error}; {fix}") from error
 
 
 def load_checkpoint(trainer: Pretrainer, checkpoint: tune.Checkpoint) -> None:
     with checkpoint.as_directory() as folder:
-        path = Path(folder) / CHECKPOINT_FILE
-        try:
-            state = torch.load(path, map_location=trainer.device, weights_only=False)
-        except Exception as error:  # a truncated or foreign file: say which one, not just "unpickling error"
-            raise RuntimeError(f"corrupt checkpoint {path}: {error}; delete it to restart this trial") from error
+        state = load_state(Path(folder), trainer.device)
     trainer.load_state_dict(state)
 
 
 def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_data: FinetuneData | None) -> None:
-    """Tune entry point. Each report carries `step` (ASHA's time axis) and the metric names of DESIGN.md."""
+    """Tune entry point. Each report carries `step` (ASHA's time axis), the metric names of DESIGN.md, and
+    `start_step`: the step this process began at (0, or the checkpoint's step after a restart or --resume)."""
     cfg = trial_config(params)
     trainer = Pretrainer(cfg, corpus, tokenizer)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         load_checkpoint(trainer, checkpoint)
+    start_step = trainer.step
 
     def report(record: EvalRecord) -> None:
         metrics = dict(record.metrics)
@@ -64,9 +80,16 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
             metrics.update(finetune_metrics(trainer.model, finetune_data, cfg.finetune, cfg.train.seed,
                                             trainer.autocast))
         metrics["samples"] = record.samples
+        metrics["start_step"] = start_step
         metrics["node_id"] = ray.get_runtime_context().get_node_id()  # which machine ran it, for tracking
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(trainer, Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    last = trainer.history[-1] if trainer.history else None
+    if last is not None and (last["step"] >= cfg.train.max_steps or last.get("diverged")):
+        # Restarted after its last report was saved but before Tune took it (a crash, an interrupt): report the
+        # end again, with the fine-tuning, instead of returning silently with an older result as the last.
+        report(EvalRecord(dict(last)))
+        return
     trainer.run(on_eval=report)

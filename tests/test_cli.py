@@ -1,0 +1,175 @@
+"""pytest tests/test_cli.py — both command lines as a user runs them: bad input and offline hub names get one
+`error:` line, exit code 2, in seconds, before anything is written; the trainer's happy path writes its JSON.
+
+    pytest tests/test_cli.py -k "sweep and label"      # one row of the table, for the sweep CLI
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import resource
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, make_tiny_documents
+
+TRAINER = [sys.executable, "-m", "trainer"]
+SWEEP = [sys.executable, str(REPO / "sweeps" / "lr_warmup.py")]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Good and bad data files, outside the folder the commands run in."""
+    root = tmp_path_factory.mktemp("cli-inputs")
+    docs = make_tiny_documents()
+    (root / "corpus.txt").write_text("\n\n".join(docs) + "\n")
+    (root / "empty.txt").write_text("\n\n  \n")
+    (root / "short.txt").write_text("A cat.\n\nA dog.\n")  # two documents of a few tokens: less than a window
+    (root / "binary.txt").write_bytes(b"\xff\xfe\x00\x81 not utf-8 \xc3\x28")
+    (root / "empty-data-dir").mkdir()  # GPTSWEEP_DATA_DIR with no local copies
+
+    def table(name: str, header: list[str] | None, rows: list[tuple]) -> None:
+        with open(root / name, "w", newline="") as f:
+            writer = csv.writer(f)
+            if header:
+                writer.writerow(header)
+            writer.writerows(rows)
+
+    table("news.csv", ["text", "label"], [(t, i % 4) for i, t in enumerate(docs[:20])])
+    table("label4.csv", ["text", "label"], [("fine", 0), ("out of range", 4)])  # 0-3 layout with a 4
+    table("agnews5.csv", None, [(1, "title", "desc"), (5, "title", "desc")])  # original 1-4 layout with a 5
+    table("nolabel.csv", ["text", "category"], [("a", 0), ("b", 1)])
+    return root
+
+
+# (id, flags, the stderr line must contain, which CLIs: t = python -m trainer, s = python sweeps/lr_warmup.py)
+CASES = [
+    ("missing-data-file", ["--data", "{in}/missing.txt"], "does not exist", "ts"),
+    ("unreadable-data-file", ["--data", "{in}/binary.txt"], "cannot read", "ts"),
+    ("empty-corpus", ["--data", "{in}/empty.txt"], "holds no text", "ts"),
+    ("corpus-shorter-than-a-window", ["--data", "{in}/short.txt"], "fewer than one context window", "ts"),
+    ("unknown-dataset", ["--data", "wikitext-3"], "unknown dataset 'wikitext-3'", "ts"),
+    ("unknown-preset", ["--preset", "tiny"], "unknown preset 'tiny'", "ts"),
+    ("set-unknown-field", ["--set", "optim.lrr=1e-3"], "unknown config field 'optim.lrr'", "ts"),
+    ("set-wrong-type", ["--set", "train.max_steps=many"], "expected an integer", "ts"),
+    ("set-not-key-value", ["--set", "optim.lr"], "not of the form section.field=value", "ts"),
+    ("d-model-not-divisible", ["--set", "model.d_model=33"], "not divisible by model.n_heads", "ts"),
+    ("zero-heads", ["--set", "model.n_heads=0"], "must all be > 0", "ts"),
+    ("lr-zero", ["--set", "optim.lr=0"], "optim.lr=0.0 must be a finite number > 0", "ts"),
+    ("lr-negative", ["--set", "optim.lr=-1e-3"], "must be a finite number > 0", "ts"),
+    ("min-lr-above-lr", ["--set", "optim.lr=1e-3", "--set", "optim.min_lr=1e-2"], "optim.min_lr=0.01", "ts"),
+    ("warmup-longer-than-run", ["--set", "optim.warmup_steps=100"], "optim.warmup_steps=100", "ts"),
+    ("batch-size-zero", ["--set", "train.batch_size=0"], "train.batch_size=0 must be > 0", "ts"),
+    ("bpe-size-not-a-number", ["--tokenizer", "bpe:many"], "bpe:N must be an integer", "ts"),
+    ("ag-news-label-outside-0-3", ["--finetune-train", "{in}/label4.csv", "--finetune-test", "{in}/news.csv"],
+     "label '4' in row 2 is not one of 0-3", "ts"),
+    ("ag-news-label-outside-1-4", ["--finetune-train", "{in}/agnews5.csv", "--finetune-test", "{in}/news.csv"],
+     "label '5' in row 2 is not one of 1-4", "ts"),
+    ("ag-news-missing-column", ["--finetune-train", "{in}/nolabel.csv", "--finetune-test", "{in}/news.csv"],
+     "has no 'label' column", "ts"),
+    ("finetune-file-missing", ["--finetune-train", "{in}/news.csv", "--finetune-test", "{in}/nope.csv"],
+     "does not exist", "ts"),
+    ("unknown-flag", ["--learning-rate", "1e-3"], "unrecognized arguments: --learning-rate", "ts"),
+    # offline: no network (HF_HUB_OFFLINE=1) and no local copy in GPTSWEEP_DATA_DIR
+    ("offline-hub-dataset", ["--data", "wikitext-2"], "GPTSWEEP_DATA_DIR", "ts"),
+    ("offline-gpt2-tokenizer", ["--tokenizer", "gpt2"], "GPTSWEEP_DATA_DIR", "ts"),
+    ("offline-ag-news", ["--finetune-train", "ag_news"], "GPTSWEEP_DATA_DIR", "ts"),
+    # sweep flags
+    ("num-samples-not-an-integer", ["--num-samples", "four"], "argument --num-samples: invalid int value", "s"),
+    ("num-samples-zero", ["--num-samples", "0"], "--num-samples 0 must be at least 1", "s"),
+    ("gpus-per-trial-not-a-number", ["--gpus-per-trial", "half"], "--gpus-per-trial 'half' is not a number", "s"),
+    ("gpus-per-trial-nan", ["--gpus-per-trial", "nan"], "is not a number", "s"),
+    ("more-gpus-than-the-machine", ["--gpus-per-trial", "64"], "--gpus-per-trial 64 but this machine has", "s"),
+    ("cpus-per-trial-zero", ["--cpus-per-trial", "0"], "--cpus-per-trial 0 must be > 0", "s"),
+    ("max-concurrent-zero", ["--max-concurrent", "0"], "--max-concurrent 0 must be at least 1", "s"),
+    ("unknown-search", ["--search", "bayes"], "argument --search: invalid choice: 'bayes'", "s"),
+    ("resume-without-a-sweep", ["--resume"], "--resume: no sweep of experiment 'lr_warmup'", "s"),
+    ("trainer-without-out", ["--no-out"], "the following arguments are required: --out", "t"),
+]
+PARAMS = [pytest.param(cli, flags, expected, id=f"{'trainer' if cli == 't' else 'sweep'}-{name}")
+          for name, flags, expected, clis in CASES for cli in clis]
+
+
+def run_cli(cli: str, flags: list[str], inputs: Path, cwd: Path, **env: str) -> tuple[subprocess.CompletedProcess,
+                                                                                      float]:
+    """Run one CLI on the smoke preset and the tiny corpus (no fine-tuning) unless `flags` say otherwise."""
+    base = ["--preset", "smoke", "--data", str(inputs / "corpus.txt"), "--tokenizer", "bpe:300",
+            "--finetune-train", "none"]
+    flags = [f.replace("{in}", str(inputs)) for f in flags]
+    if cli == "t":
+        command = TRAINER + base + flags + ([] if "--no-out" in flags else ["--out", "out"])
+        command = [c for c in command if c != "--no-out"]
+    else:
+        command = SWEEP + base + flags
+    env = {**os.environ, "GPTSWEEP_DATA_DIR": str(inputs / "empty-data-dir"), "HF_HUB_OFFLINE": "1",
+           "HF_DATASETS_OFFLINE": "1", **env}
+    # The child's CPU seconds, not wall time: the same on an idle machine, and unaffected by other jobs
+    # competing for the cores (a wall-clock bound made this test flaky on a loaded 2-core machine).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return done, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+@pytest.mark.parametrize("cli, flags, expected", PARAMS)
+def test_bad_input_gets_one_error_line_and_exit_2_before_anything_is_written(cli, flags, expected, inputs,
+                                                                             tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    done, elapsed = run_cli(cli, flags, inputs, work)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert expected in lines[0]
+    assert elapsed < 5, f"{elapsed:.1f} CPU seconds"
+    assert list(work.iterdir()) == []  # no out folder, mlflow.db, ray_results, ...
+
+
+def test_offline_hub_names_fail_within_2_seconds_saying_how_to_use_local_files(inputs, tmp_path, monkeypatch,
+                                                                               capsys):
+    """In-process (the imports are paid already): the time the failure itself takes, for both CLIs and both
+    ways of being offline: HF_HUB_OFFLINE=1, and a hub endpoint that refuses connections."""
+    from sweeps.lr_warmup import space
+    from sweeps.runner import run_sweep
+    from trainer.__main__ import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("GPTSWEEP_DATA_DIR", str(inputs / "empty-data-dir"))
+    corpus = str(inputs / "corpus.txt")
+    for offline in ({"HF_HUB_OFFLINE": "1"}, {"HF_ENDPOINT": "http://127.0.0.1:9"}):
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT"):
+            monkeypatch.delenv(var, raising=False)
+        for var, value in offline.items():
+            monkeypatch.setenv(var, value)
+        for data, tokenizer in (("wikitext-2", "bpe:300"), (corpus, "gpt2")):
+            flags = ["--preset", "smoke", "--data", data, "--tokenizer", tokenizer, "--finetune-train", "none"]
+            for entry in (lambda: main(flags + ["--out", "out"]), lambda: run_sweep("lr_warmup", space, flags)):
+                started = time.perf_counter()
+                assert entry() == 2
+                elapsed = time.perf_counter() - started
+                error = capsys.readouterr().err
+                assert elapsed < 2, f"{elapsed:.1f}s for {flags} with {offline}"
+                assert "needs the Hugging Face hub" in error and "GPTSWEEP_DATA_DIR" in error
+                assert "pass a local path" in error
+    assert list(work.iterdir()) == []
+
+
+def test_trainer_cli_writes_metrics_and_config(inputs, tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run(TRAINER + ["--preset", "smoke", "--data", str(inputs / "corpus.txt"), "--tokenizer",
+                                     "bpe:300", "--out", str(out)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "GPTSWEEP_DATA_DIR": str(inputs / "empty-data-dir")})
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s"} <= set(metrics)
+    assert metrics["val_ppl"] > 1 and 0 <= metrics["val_acc"] <= 1 and metrics["diverged"] == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["train.max_steps"] == 12 and config["data.tokenizer"] == "bpe:300"
+    assert f"wrote {out}/metrics.json" in done.stdout
