@@ -2,8 +2,11 @@
 
     pytest tests/test_model.py
 
-Pre-LN blocks, causal attention through `F.scaled_dot_product_attention`, GELU MLP, learned position
-embeddings, tied input/output embeddings, GPT-2 initialisation (residual projections scaled by 1/sqrt(2·layers)).
+Pre-LN blocks, causal attention, GELU MLP, learned position embeddings, tied input/output embeddings, GPT-2
+initialisation (residual projections scaled by 1/sqrt(2·layers)). Training with targets can take the fused output
+layer + cross-entropy (trainer/fused_loss.py). On CPU, attention and dropout use the plain-math versions below,
+which are 2–3× faster there than `F.scaled_dot_product_attention` and `nn.Dropout` at these sizes (the seed's
+2 × 8 heads × 128² attention; measured with benchmarks/throughput.py); on GPU the fused SDPA kernels stay.
 """
 from __future__ import annotations
 
@@ -14,6 +17,39 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trainer.config import ModelConfig
+from trainer.fused_loss import WeightGradHandoff, linear_cross_entropy, tied_lookup
+
+
+def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1 − p): nn.Dropout's math.
+
+    On CPU the mask comes from 32 random bits per element (one 64-bit draw per two elements) compared with
+    round(p·2³²): p is honoured to 2⁻³² (finer than torch.rand's 24-bit floats), at ~40 % of the cost of
+    `bernoulli_`, which dominated the non-matmul time of a CPU step. Elsewhere it is F.dropout.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    n = x.numel()
+    bits = torch.empty((n + 1) // 2, dtype=torch.int64).random_(-2**63, None).view(torch.int32)[:n].view(x.shape)
+    threshold = round(p * 2**32)  # keep ⇔ bits ≥ threshold − 2³¹, probability exactly 1 − threshold/2³²
+    keep = (bits >= threshold - 2**31).view(torch.uint8)  # 0/1 bytes convert faster than bools
+    return x * keep.to(x.dtype).mul_(2**32 / (2**32 - threshold))
+
+
+class Dropout(nn.Module):
+    """nn.Dropout with the cheaper CPU mask of `dropout`."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class CausalSelfAttention(nn.Module):
@@ -24,12 +60,22 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.proj.is_residual_projection = True
         self.dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = Dropout(cfg.dropout)
+        # Which (query, key) pairs look ahead; not in the state_dict, so checkpoints are unchanged.
+        future = torch.ones(cfg.context_length, cfg.context_length, dtype=torch.bool).triu_(1)
+        self.register_buffer("future", future, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        p = self.dropout if self.training else 0.0
+        if x.device.type == "cpu":
+            # softmax(q·kᵀ/√d_head, future masked) · v, as SDPA's math path, in 2 bmm + 3 passes over the scores.
+            att = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+            att = att.masked_fill_(self.future[:t, :t], float("-inf")).softmax(dim=-1)  # in place: a fresh product
+            y = dropout(att, p) @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)))
 
 
@@ -39,7 +85,7 @@ class MLP(nn.Module):
         self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
         self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
         self.proj.is_residual_projection = True
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))
@@ -64,7 +110,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -84,23 +130,49 @@ class GPT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() yields the tied matrix once
 
-    def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
-        """(batch, time) token ids → (batch, time, d_model) after the final LayerNorm."""
+    def hidden_states(self, ids: torch.Tensor, handoff: WeightGradHandoff | None = None) -> torch.Tensor:
+        """(batch, time) token ids → (batch, time, d_model) after the final LayerNorm.
+
+        handoff: the fused output layer's gradient of the tied matrix arrives there and the token lookup adds
+        its rows into it (trainer.fused_loss.tied_lookup); only for a loss through the same matrix.
+        """
         t = ids.shape[1]
         if t > self.cfg.context_length:
             raise ValueError(f"sequence of {t} tokens exceeds model.context_length={self.cfg.context_length}")
-        x = self.drop(self.tok_emb(ids) + self.pos_emb(torch.arange(t, device=ids.device)))
+        tokens = self.tok_emb(ids) if handoff is None else tied_lookup(ids, self.tok_emb.weight, handoff)
+        x = self.drop(tokens + self.pos_emb(torch.arange(t, device=ids.device)))
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
 
-    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None):
-        """Logits (batch, time, vocab); with targets, also the mean next-token cross-entropy (in fp32)."""
-        logits = self.lm_head(self.hidden_states(ids))
+    def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True):
+        """Logits (batch, time, vocab); with targets, also the mean next-token cross-entropy (in fp32).
+
+        return_logits=False (training) returns (None, loss) through the fused output layer + cross-entropy,
+        which never materializes the (tokens × vocab) logits in fp32: same loss and gradients, far less memory
+        traffic (see trainer/fused_loss.py).
+        """
+        if targets is not None and not return_logits:
+            # On CPU the tied matrix's two gradients meet in one tensor (a fresh 50,257 × d one costs page
+            # faults there); CUDA keeps autograd's own deterministic embedding backward.
+            handoff = WeightGradHandoff() if ids.device.type == "cpu" else None
+            hidden = self.hidden_states(ids, handoff)
+            return None, linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(),
+                                              handoff=handoff)
+        hidden = self.hidden_states(ids)
+        logits = self.lm_head(hidden)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         return logits, loss
+
+    def loss_and_hits(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean cross-entropy and, per position (batch, time), whether the most likely next token (the
+        logits' argmax) is the target: val_loss and val_acc, through the fused path, without the logits."""
+        hidden = self.hidden_states(ids)
+        loss, hits = linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(),
+                                          return_hits=True)
+        return loss, hits.view_as(targets)
 
     @torch.no_grad()
     def generate(self, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
@@ -108,8 +180,8 @@ class GPT(nn.Module):
                  generator: torch.Generator | None = None) -> torch.Tensor:
         """Append max_new_tokens sampled tokens to ids (batch, time); temperature 0 is greedy."""
         for _ in range(max_new_tokens):
-            logits, _ = self(ids[:, -self.cfg.context_length:])
-            logits = logits[:, -1, :].float()
+            # Only the last position's logits are used: the output layer runs on that one row.
+            logits = self.lm_head(self.hidden_states(ids[:, -self.cfg.context_length:])[:, -1]).float()
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
             else:
