@@ -1,0 +1,124 @@
+"""python benchmarks/sweep_overhead.py [--trials 8] [--train-seconds 20] [--slots 2] [--json]
+
+How much of a sweep's wall clock is training. Runs a real sweep through the shared runner (`run_sweep`: Ray Tune,
+fixed grid, FIFO scheduler, MLflow in a temporary SQLite file, fine-tuning off) of `--trials` trials of the cpu
+preset on wikitext-2 with the GPT-2 tokenizer, each ~`--train-seconds` of training (steps calibrated first),
+`--slots` at a time with one CPU and one torch thread each. Then:
+
+    overhead_fraction = 1 − train_s_sum / (wall_s × slots)
+
+where train_s_sum adds each trial's seconds inside `train_step` (from its reports' tokens_per_s and steps, see
+sweep_results.py) and wall_s is the whole `run_sweep` call (tokenization, Ray start, trials, evaluation, sampling,
+checkpoints, MLflow). A second, small sweep on the same data then shows the token cache: its data preparation
+(`prepared_s`, as the runner prints it) should be ~0 next to the first sweep's, which tokenizes into a fresh cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_results import data_dir, run_sweep_captured  # noqa: E402
+
+
+def calibrate_step_seconds(argv_data: dict, overrides: dict) -> float:
+    """Seconds per training step of the trial config with one thread (median of 5, after 2 warm-up steps)."""
+    import statistics
+
+    import torch
+
+    from trainer.config import DataConfig, build_config
+    from trainer.data import prepare_corpus
+    from trainer.loop import Pretrainer
+
+    cfg = build_config("cpu", {**overrides, "train.threads": 1})
+    corpus, tokenizer = prepare_corpus(DataConfig(**argv_data), cfg.model.context_length)
+    trainer = Pretrainer(cfg, corpus, tokenizer)
+    for _ in range(2):
+        trainer.train_step()
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        trainer.train_step()
+        times.append(time.perf_counter() - started)
+    torch.set_num_threads(os.cpu_count() or 1)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python benchmarks/sweep_overhead.py")
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--train-seconds", type=float, default=20.0, help="training time per trial")
+    parser.add_argument("--slots", type=int, default=2, help="concurrent trials (one CPU each)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = parser.parse_args(argv)
+
+    from sweeps.runner import Dim
+    from trainer.config import build_config
+
+    root = data_dir()
+    text, tok = root / "wikitext-2" / "wiki.test.raw", root / "gpt2_tokenizer"
+    if not (text.is_file() and tok.is_dir()):
+        sys.exit(f"needs {text} and {tok}; set GPTSWEEP_DATA_DIR")
+    work = Path(tempfile.mkdtemp(prefix="sweep_overhead_"))
+    os.environ["GPTSWEEP_CACHE_DIR"] = str(work / "cache")  # a fresh token cache: the first sweep tokenizes
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+    # The step count is calibrated on a throwaway cache (so the first sweep still tokenizes from scratch).
+    cache = os.environ["GPTSWEEP_CACHE_DIR"]
+    os.environ["GPTSWEEP_CACHE_DIR"] = str(work / "calibration-cache")
+    step_s = calibrate_step_seconds({"source": str(text), "tokenizer": str(tok)}, {})
+    os.environ["GPTSWEEP_CACHE_DIR"] = cache
+    steps = max(10, round(args.train_seconds / step_s))
+    cfg = build_config("cpu")
+    tokens_per_step = cfg.train.batch_size * cfg.model.context_length
+    learning_rates = tuple(round(1e-3 * (1 + i), 6) for i in range(args.trials))
+
+    def grid(lrs: tuple, n_steps: int):  # a fixed grid of learning rates, warmup a tenth of the run
+        return lambda _cfg: {"optim.lr": Dim(None, grid=lrs), "optim.warmup_steps": Dim(None, grid=(n_steps // 10,))}
+
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+
+    def argv_for(experiment: str, n_steps: int) -> list[str]:
+        return ["--preset", "cpu", "--data", str(text), "--tokenizer", str(tok), "--finetune-train", "none",
+                "--search", "grid", "--scheduler", "fifo", "--max-concurrent", str(args.slots),
+                "--cpus-per-trial", "1", "--storage", str(work / "ray_results"),
+                "--mlflow-uri", uri, "--experiment", experiment,
+                "--set", f"train.max_steps={n_steps}", "--set", f"optim.warmup_steps={n_steps // 10}"]
+
+    echo = not args.json
+    first = run_sweep_captured("sweep_overhead", grid(learning_rates, steps), argv_for("overhead", steps),
+                               uri, "overhead", tokens_per_step, echo)
+    # The second sweep, on the same data: just enough trials and steps to read its data preparation time.
+    second = run_sweep_captured("sweep_overhead", grid(learning_rates[:args.slots], 10),
+                                argv_for("overhead_cached", 10), uri, "overhead_cached", tokens_per_step, echo)
+    import ray
+
+    ray.shutdown()
+    if first.rc or second.rc or not first.trials:
+        sys.exit(f"a sweep failed (exit codes {first.rc}, {second.rc}):\n{first.output[-2000:]}{second.output[-2000:]}")
+    train_s_sum = sum(t.train_s for t in first.trials)
+    result = {
+        "trials": len(first.trials), "slots": args.slots, "steps_per_trial": steps,
+        "calibrated_step_s": round(step_s, 4),
+        "train_s_per_trial": [round(t.train_s, 2) for t in first.trials],
+        "wall_s": round(first.wall_s, 2), "train_s_sum": round(train_s_sum, 2),
+        "overhead_fraction": round(1 - train_s_sum / (first.wall_s * args.slots), 3),
+        "first_sweep_prep_s": first.prepared_s, "second_sweep_prep_s": second.prepared_s,
+        "second_sweep_wall_s": round(second.wall_s, 2),
+        "sweep_rc": [first.rc, second.rc],
+        "config": "cpu preset (2L/128d/4h, ctx 64, batch 16, GPT-2 vocab), wikitext-2 test, grid over optim.lr, "
+                  "FIFO, fine-tuning off, 1 CPU + 1 torch thread per trial",
+    }
+    print(json.dumps(result, indent=None if args.json else 1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

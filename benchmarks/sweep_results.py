@@ -1,0 +1,95 @@
+"""Helpers shared by the sweep benchmarks: run a real sweep through `run_sweep`, read back what its trials did.
+
+    python benchmarks/sweep_overhead.py     python benchmarks/asha_savings.py     (the users of this module)
+
+Per trial, the sweep's MLflow child run holds every report's `tokens_per_s` at its `step`: the loop's own
+measure over the steps since the previous report (training steps only: no eval, sampling, checkpoint or
+fine-tuning). So each report's training seconds are Δsteps × tokens_per_step / tokens_per_s, and a trial's are
+their sum. (Tune's own result.json is off: the runner disables Tune's file loggers.)
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("GPTSWEEP_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+@dataclass
+class Trial:
+    config: dict
+    steps: int  # the last reported step
+    train_s: float  # seconds inside train_step, summed over the reports
+    val_ppl: float  # at the last report
+    reports: int
+
+
+@dataclass
+class SweepRun:
+    rc: int
+    wall_s: float  # the whole run_sweep call: data preparation, Ray start, trials, tracking
+    prepared_s: float | None  # the runner's data preparation (tokenization or token-cache load)
+    trials: list[Trial]
+    output: str
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, *streams):
+        self.streams = [s for s in streams if s is not None]
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def run_sweep_captured(name: str, space, argv: list[str], tracking_uri: str, experiment: str,
+                       tokens_per_step: int, echo: bool) -> SweepRun:
+    """run_sweep (grid search by default) with its console captured; then its trials, as MLflow recorded them."""
+    from sweeps.runner import run_sweep
+
+    captured = io.StringIO()
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(_Tee(captured, sys.stderr if echo else None)):
+        rc = run_sweep(name, space, argv, default_search="grid")
+    wall_s = time.perf_counter() - started
+    output = captured.getvalue()
+    prepared = re.search(r"\(([\d.]+)s preparing data\)", output)  # "sweep finished in Ns (X.Xs preparing data)"
+    trials = read_trials(tracking_uri, experiment, tokens_per_step) if rc == 0 else []
+    return SweepRun(rc, wall_s, float(prepared.group(1)) if prepared else None, trials, output)
+
+
+def read_trials(tracking_uri: str, experiment: str, tokens_per_step: int) -> list[Trial]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], "tags.`gptsweep.role` = 'trial'", max_results=1000)
+    trials = []
+    for run in runs:
+        speeds = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "tokens_per_s"))
+        if not speeds:
+            continue
+        train_s, previous = 0.0, 0  # (the benchmarks' trials never restart from a checkpoint)
+        for step, tokens_per_s in speeds:
+            train_s += (step - previous) * tokens_per_step / max(tokens_per_s, 1e-9)
+            previous = step
+        trials.append(Trial({k: v for k, v in run.data.params.items() if k.startswith("optim.")},
+                            int(speeds[-1][0]), train_s, float(run.data.metrics.get("val_ppl", math.nan)),
+                            len(speeds)))
+    return trials

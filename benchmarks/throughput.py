@@ -1,0 +1,282 @@
+"""python benchmarks/throughput.py [--preset seed] [--steps 24] [--rounds 12] [--threads 2] [--plain] [--json]
+
+Training tokens/s of our GPT + loop (the real `Pretrainer.train_step`) against `transformers.GPT2LMHeadModel`
+built with the same config (vocabulary, layers, width, heads, context, dropout, tied embeddings, GELU-tanh,
+LayerNorm eps) and started from the SAME weights, fed the same batches, with the same AdamW (groups, lr
+schedule, betas, fused/foreach flag), bf16 autocast, gradient clipping and threads. The two alternate in
+rounds (ours, HF, ours, HF, ...) so that a noisy shared machine slows both alike; every speed is reported as
+the median over rounds of the paired ratio. Before each round a large bf16 matmul measures this machine's
+peak, so `peak_fraction` (achieved model FLOP/s over peak) pairs each round with its own peak.
+
+FLOPs per token = 6·N + 12·L·T·d (PaLM/nanoGPT convention: N = the weights of every matmul, the tied output
+layer included, embeddings lookups excluded; attention scores and values counted over the full context T).
+Loss parity: both models' mean training loss over the last round and their validation loss at the end, on
+wikitext-2 (../shared/data, GPT-2 tokenizer) when present, else on random tokens. `--plain` adds a third
+runner: our model with the pre-fusion output layer (bf16 logits → fp32 cross-entropy), as "before".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trainer.config import DataConfig, build_config
+from trainer.data import ChunkBatcher, Corpus, prepare_corpus, val_batches
+from trainer.loop import Pretrainer, lr_at
+from trainer.model import GPT
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("GPTSWEEP_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+def load_corpus(context_length: int) -> tuple[Corpus, str]:
+    """wikitext-2 (test split) with the GPT-2 tokenizer from the shared data folder, else random GPT-2 tokens."""
+    root = data_dir()
+    text, tokenizer = root / "wikitext-2" / "wiki.test.raw", root / "gpt2_tokenizer"
+    if text.is_file() and tokenizer.is_dir():
+        corpus, _ = prepare_corpus(DataConfig(source=str(text), tokenizer=str(tokenizer)), context_length)
+        return corpus, f"wikitext-2 wiki.test.raw, GPT-2 tokenizer ({len(corpus.train):,} training tokens)"
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 50257, 400_000).astype(np.uint32)
+    return Corpus(tokens[:360_000], tokens[360_000:], 50257, 50256, "random"), "random tokens (no shared data)"
+
+
+def device_name(device: torch.device, threads: int) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    model = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        flags = Path("/proc/cpuinfo").read_text()
+        isa = "amx_bf16" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "no bf16 ISA"
+    except OSError:
+        isa = "?"
+    return f"cpu: {model}, {threads} threads, {isa}, torch {torch.__version__}"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flops_per_token(model: GPT) -> float:
+    cfg = model.cfg
+    matmul_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return 6.0 * matmul_weights + 12.0 * cfg.n_layers * cfg.context_length * cfg.d_model
+
+
+def measure_peak(device: torch.device, n: int = 2048, repeats: int = 3) -> float:
+    """Best of `repeats` n×n×n bf16 matmuls (same threads), in TFLOP/s."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    out = torch.empty(n, n, device=device, dtype=torch.bfloat16)
+    torch.mm(a, b, out=out)
+    best = math.inf
+    for _ in range(repeats):
+        sync(device)
+        started = time.perf_counter()
+        torch.mm(a, b, out=out)
+        sync(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 / best / 1e12
+
+
+# --- the Hugging Face peer --------------------------------------------------------------------------------
+def hf_model_like(ours: GPT, attn: str = "sdpa"):
+    """GPT2LMHeadModel with our config and a copy of our weights (Conv1D stores weights transposed)."""
+    import transformers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    transformers.logging.set_verbosity_error()  # not "loss_type=None ... using the default loss"
+
+    c = ours.cfg
+    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.context_length, n_embd=c.d_model,
+                        n_layer=c.n_layers, n_head=c.n_heads, resid_pdrop=c.dropout, embd_pdrop=c.dropout,
+                        attn_pdrop=c.dropout, activation_function="gelu_new", layer_norm_epsilon=1e-5,
+                        tie_word_embeddings=True, use_cache=False, bos_token_id=c.vocab_size - 1,
+                        eos_token_id=c.vocab_size - 1)
+    config._attn_implementation = attn
+    hf = GPT2LMHeadModel(config)
+    ours_sd = ours.state_dict()
+    mapped = {"transformer.wte.weight": ours_sd["tok_emb.weight"], "transformer.wpe.weight": ours_sd["pos_emb.weight"],
+              "transformer.ln_f.weight": ours_sd["ln_f.weight"], "transformer.ln_f.bias": ours_sd["ln_f.bias"]}
+    for i in range(c.n_layers):
+        for hf_name, our_name, transpose in (("ln_1", "ln_1", False), ("ln_2", "ln_2", False),
+                                             ("attn.c_attn", "attn.qkv", True), ("attn.c_proj", "attn.proj", True),
+                                             ("mlp.c_fc", "mlp.fc", True), ("mlp.c_proj", "mlp.proj", True)):
+            w = ours_sd[f"blocks.{i}.{our_name}.weight"]
+            mapped[f"transformer.h.{i}.{hf_name}.weight"] = w.t().contiguous() if transpose else w
+            mapped[f"transformer.h.{i}.{hf_name}.bias"] = ours_sd[f"blocks.{i}.{our_name}.bias"]
+    missing, unexpected = hf.load_state_dict(mapped, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise RuntimeError(f"weight mapping is off: missing {missing}, unexpected {unexpected}")
+    if hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr():
+        raise RuntimeError("HF model did not tie lm_head to wte")
+    return hf
+
+
+class HFPeer:
+    """The same training step as Pretrainer.train_step, around GPT2LMHeadModel and its own loss."""
+
+    def __init__(self, trainer: Pretrainer, attn: str = "sdpa"):
+        self.cfg, self.device, self.step = trainer.cfg, trainer.device, 0
+        self.model = hf_model_like(trainer.model, attn).to(self.device)
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():  # make_optimizer's rule: matrices decay, wpe does not
+            (decay if p.dim() >= 2 and not name.endswith("wpe.weight") else no_decay).append(p)
+        flags = {k: trainer.optimizer.defaults[k] for k in ("fused", "foreach")}
+        o = self.cfg.optim
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                            {"params": no_decay, "weight_decay": 0.0}],
+                                           lr=o.lr, betas=tuple(o.betas), **flags)
+        t = self.cfg.train
+        self.batcher = ChunkBatcher(trainer.corpus.train, self.cfg.model.context_length, t.batch_size, t.seed)
+        self.autocast = trainer.autocast
+
+    def train_step(self) -> float:
+        self.model.train()
+        lr = lr_at(self.step, self.cfg.optim, self.cfg.train.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device).contiguous() for t in self.batcher.next_batch())
+        with self.autocast():
+            loss = self.model(input_ids=x, labels=y, shift_labels=y).loss  # y is already shifted
+        loss.backward()
+        if self.cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss.item()
+
+    @torch.no_grad()
+    def evaluate(self, batches) -> float:
+        self.model.eval()
+        total, count = 0.0, 0
+        for x, y in batches:
+            with self.autocast():
+                x, y = x.to(self.device), y.to(self.device).contiguous()
+                loss = self.model(input_ids=x, labels=y, shift_labels=y).loss
+            total, count = total + loss.item() * y.numel(), count + y.numel()
+        return total / count
+
+
+def plain_pretrainer(cfg, corpus) -> Pretrainer:
+    """Our loop and model, but the output layer + loss of before the fusion (bf16 logits, fp32 cross-entropy)."""
+    trainer = Pretrainer(cfg, corpus, tokenizer=None)
+    model = trainer.model
+    model.forward = lambda ids, targets=None, return_logits=True: GPT.forward(model, ids, targets, True)
+    return trainer
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+def timed_steps(runner, steps: int, device: torch.device) -> tuple[float, list[float]]:
+    sync(device)
+    started = time.perf_counter()
+    losses = [runner.train_step() for _ in range(steps)]
+    sync(device)
+    return time.perf_counter() - started, losses
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python benchmarks/throughput.py")
+    parser.add_argument("--preset", default="seed")
+    parser.add_argument("--steps", type=int, default=24, help="timed training steps per model (split into rounds)")
+    parser.add_argument("--rounds", type=int, default=12, help="alternations of ours/HF")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plain", action="store_true", help="also time our pre-fusion output layer")
+    parser.add_argument("--hf-attn", default="both", choices=("both", "sdpa", "eager"),
+                        help="the HF model's attention implementation(s); with both, the faster one is the peer")
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    args = parser.parse_args(argv)
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    per_round = max(1, args.steps // args.rounds)
+    total = args.warmup + per_round * args.rounds
+    # The preset's model, batch and precision; a short warmup + cosine over the benchmark's own steps so that
+    # the loss actually moves and loss parity means something (the schedule does not change the speed).
+    cfg = build_config(args.preset, {"train.precision": "bf16", "train.threads": args.threads,
+                                     "train.max_steps": total, "optim.warmup_steps": max(1, total // 10)})
+    torch.set_num_threads(args.threads)
+    corpus, data_note = load_corpus(cfg.model.context_length)
+    ours = Pretrainer(cfg, corpus, tokenizer=None)
+    attns = ("sdpa", "eager") if args.hf_attn == "both" else (args.hf_attn,)
+    runners = {"ours": ours, **{f"hf_{a}": HFPeer(ours, a) for a in attns}}
+    if args.plain:
+        runners["plain"] = plain_pretrainer(cfg, corpus)
+    device = ours.device
+    tokens_per_step = cfg.train.batch_size * cfg.model.context_length
+    fpt = flops_per_token(ours.model)
+    log(f"{args.preset}: {ours.model.num_parameters():,} parameters, {fpt / 1e6:.1f} MFLOP/token, {data_note}")
+
+    for name, runner in runners.items():
+        timed_steps(runner, args.warmup, device)
+    times = {name: [] for name in runners}
+    losses = {name: [] for name in runners}
+    peaks = []
+    for r in range(args.rounds):
+        peaks.append(measure_peak(device))
+        for name, runner in runners.items():
+            elapsed, round_losses = timed_steps(runner, per_round, device)
+            times[name].append(elapsed)
+            losses[name] = round_losses
+        log(f"round {r + 1}/{args.rounds}: peak {peaks[-1]:.3f} TFLOP/s, " + ", ".join(
+            f"{n} {per_round * tokens_per_step / times[n][-1]:.0f} tok/s" for n in runners))
+
+    tps = {n: [per_round * tokens_per_step / t for t in ts] for n, ts in times.items()}
+    # The peer is HF's faster attention implementation in this run (the strongest honest baseline).
+    best_hf = max((n for n in runners if n.startswith("hf_")), key=lambda n: statistics.median(tps[n]))
+    hf = runners[best_hf]
+    ratios = [a / b for a, b in zip(tps["ours"], tps[best_hf])]
+    fractions = [t * fpt / 1e12 / p for t, p in zip(tps["ours"], peaks)]
+    val = val_batches(corpus.val, cfg.model.context_length, cfg.train.batch_size, cfg.train.eval_batches)
+    result = {
+        "preset": args.preset, "device": device_name(device, args.threads), "data": data_note,
+        "precision": "bf16 autocast", "tokens_per_step": tokens_per_step,
+        "steps_per_model": per_round * args.rounds, "rounds": args.rounds,
+        "tokens_per_s": round(statistics.median(tps["ours"]), 1),
+        "hf_tokens_per_s": round(statistics.median(tps[best_hf]), 1),
+        "hf_attention": best_hf[3:],
+        "ratio_vs_hf": round(statistics.median(ratios), 3),
+        "ratio_vs_hf_per_round": [round(r, 3) for r in ratios],
+        **{f"{n}_tokens_per_s": round(statistics.median(tps[n]), 1) for n in runners if n.startswith("hf_")},
+        "peak_tflops": round(statistics.median(peaks), 4),
+        "peak_tflops_per_round": [round(p, 4) for p in peaks],
+        "flops_per_token": fpt,
+        "achieved_tflops": round(statistics.median(tps["ours"]) * fpt / 1e12, 4),
+        "peak_fraction": round(statistics.median(fractions), 3),
+        "hf_peak_fraction": round(statistics.median(
+            [t * fpt / 1e12 / p for t, p in zip(tps[best_hf], peaks)]), 3),
+        "loss": round(statistics.fmean(losses["ours"]), 4),
+        "hf_loss": round(statistics.fmean(losses[best_hf]), 4),
+        "loss_round_std": round(statistics.pstdev(losses["ours"] + losses[best_hf]), 4),
+        "val_loss": round(ours.evaluate()["val_loss"], 4),
+        "hf_val_loss": round(hf.evaluate(val), 4),
+    }
+    if args.plain:
+        result["plain_tokens_per_s"] = round(statistics.median(tps["plain"]), 1)
+        result["ratio_vs_plain"] = round(statistics.median(
+            [a / b for a, b in zip(tps["ours"], tps["plain"])]), 3)
+        result["plain_loss"] = round(statistics.fmean(losses["plain"]), 4)
+    print(json.dumps(result, indent=None if args.json else 1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
