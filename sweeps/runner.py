@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.cli import ArgumentParser, add_config_args, config_from_args, exits_cleanly_on_bad_input
-from trainer.config import ConfigError, RunConfig, build_config
+from trainer.config import ConfigError, RunConfig, config_from_params
 
 # Ray prints advice a sweep user cannot act on; these keep the console to the progress table.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -86,12 +86,12 @@ def trial_params(preset: str, cfg: RunConfig, args: argparse.Namespace, cpus_per
     return params
 
 
-def check_space(preset: str, fixed: dict, dims: dict[str, Dim]) -> None:
+def check_space(fixed: dict, dims: dict[str, Dim]) -> None:
     """Build the config at every grid corner now, so a bad range fails before Ray starts."""
     import itertools
 
     for corner in itertools.product(*(d.grid for d in dims.values())):
-        build_config(preset, {**{k: v for k, v in fixed.items() if k != "preset"}, **dict(zip(dims, corner))})
+        config_from_params({**fixed, **dict(zip(dims, corner))})
 
 
 def resources(args: argparse.Namespace, budget: SweepBudget, gpus_available: int) -> tuple[float, float, int]:
@@ -184,7 +184,7 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
     cpus, gpus, concurrent = resources(args, budget, gpu_count())
     fixed = trial_params(preset, cfg, args, cpus, on_gpu=gpus > 0)
     dims = space(cfg)
-    check_space(preset, fixed, dims)
+    check_space(fixed, dims)
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
     return SweepPlan(
         experiment=args.experiment, preset=preset, cfg=cfg, search=args.search,

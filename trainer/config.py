@@ -212,6 +212,12 @@ def build_config(preset: str, overrides: dict[str, object] | None = None) -> Run
     return cfg
 
 
+def config_from_params(params: dict[str, object]) -> RunConfig:
+    """The RunConfig a flat mapping describes: {"preset": name, "optim.lr": ..., ...}, as a Tune trial's config."""
+    overrides = dict(params)
+    return build_config(str(overrides.pop("preset")), overrides)
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject configurations that would fail or mislead later, with the fix in the message."""
     m, o, t, f = cfg.model, cfg.optim, cfg.train, cfg.finetune

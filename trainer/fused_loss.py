@@ -44,11 +44,6 @@ def _buffer(name: str, numel: int, dtype: torch.dtype, device: torch.device) -> 
     return buf[:numel]
 
 
-def release_buffers() -> None:
-    """Free the kept CPU scratch buffers (e.g. before handing the memory to something else)."""
-    _scratch.clear()
-
-
 def _compute_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):

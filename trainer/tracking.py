@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from trainer.config import build_config, flatten
+from trainer.config import config_from_params, flatten
 
 METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "finetune_acc",
            "finetune_acc_fewshot", "diverged")
@@ -45,14 +45,10 @@ def trial_outcome(trial) -> tuple[str, str]:
     last = trial.last_result or {}
     if last.get("diverged"):
         return "diverged", RunStatus.to_string(RunStatus.FAILED)
-    max_steps = build_config(trial.config["preset"], _overrides(trial.config)).train.max_steps
+    max_steps = config_from_params(trial.config).train.max_steps
     if last.get("step", 0) >= max_steps:
         return "completed", RunStatus.to_string(RunStatus.FINISHED)
     return "pruned", RunStatus.to_string(RunStatus.KILLED)
-
-
-def _overrides(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "preset"}
 
 
 def sweep_key(sweep_path: str) -> str:
@@ -187,7 +183,7 @@ class MLflowTracking(tune.Callback):
         self.client.set_tag(run_id, "gptsweep.outcome", outcome)
         if trial.last_result and trial.last_result.get("node_id"):
             self.client.set_tag(run_id, "gptsweep.node_id", trial.last_result["node_id"])
-        config = flatten(build_config(trial.config["preset"], _overrides(trial.config)))
+        config = flatten(config_from_params(trial.config))
         self.client.log_dict(run_id, config, "config.json")
         self._log_learning_curve(run_id, str(trial))
         self.client.set_terminated(run_id, status)

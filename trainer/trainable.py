@@ -16,19 +16,13 @@ import ray
 import torch
 from ray import tune
 
-from trainer.config import RunConfig, build_config
+from trainer.config import config_from_params
 from trainer.data import Corpus, FinetuneData
 from trainer.finetune import finetune_metrics
 from trainer.loop import EvalRecord, Pretrainer
 from trainer.tokenizer import TextTokenizer
 
 CHECKPOINT_FILE = "state.pt"
-
-
-def trial_config(params: dict[str, object]) -> RunConfig:
-    """The RunConfig of one trial from its flat Tune config: {"preset": name, "optim.lr": ..., ...}."""
-    params = dict(params)
-    return build_config(str(params.pop("preset")), params)
 
 
 def save_checkpoint(trainer: Pretrainer, folder: Path) -> None:
@@ -65,7 +59,7 @@ def load_checkpoint(trainer: Pretrainer, checkpoint: tune.Checkpoint) -> None:
 def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_data: FinetuneData | None) -> None:
     """Tune entry point. Each report carries `step` (ASHA's time axis), the metric names of DESIGN.md, and
     `start_step`: the step this process began at (0, or the checkpoint's step after a restart or --resume)."""
-    cfg = trial_config(params)
+    cfg = config_from_params(params)
     trainer = Pretrainer(cfg, corpus, tokenizer)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
