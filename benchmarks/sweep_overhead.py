@@ -1,16 +1,23 @@
 """python benchmarks/sweep_overhead.py [--trials 8] [--train-seconds 20] [--slots 2] [--json]
 
-How much of a sweep's wall clock is training. Runs a real sweep through the shared runner (`run_sweep`: Ray Tune,
-fixed grid, FIFO scheduler, MLflow in a temporary SQLite file, fine-tuning off) of `--trials` trials of the cpu
-preset on wikitext-2 with the GPT-2 tokenizer, each ~`--train-seconds` of training (steps calibrated first),
+How much of a sweep's wall clock the sweep machinery adds to the trials' own work. Runs a real sweep through the
+shared runner (`run_sweep`: Ray Tune, fixed grid, FIFO scheduler, MLflow in a temporary SQLite file, fine-tuning
+off) of `--trials` trials of the cpu preset on wikitext-2 with the GPT-2 tokenizer, each ~`--train-seconds` of
+training (steps calibrated first) and one evaluation at the end (the whole validation split, as the preset does),
 `--slots` at a time with one CPU and one torch thread each. Then:
 
-    overhead_fraction = 1 − train_s_sum / (wall_s × slots)
+    overhead_fraction      = 1 − (train_s_sum + eval_s_sum) / (wall_s × slots)
+    non_training_fraction  = 1 − train_s_sum / (wall_s × slots)
 
-where train_s_sum adds each trial's seconds inside `train_step` (from its reports' tokens_per_s and steps, see
-sweep_results.py) and wall_s is the whole `run_sweep` call (tokenization, Ray start, trials, evaluation, sampling,
-checkpoints, MLflow). A second, small sweep on the same data then shows the token cache: its data preparation
-(`prepared_s`, as the runner prints it) should be ~0 next to the first sweep's, which tokenizes into a fresh cache.
+train_s_sum adds each trial's seconds inside `train_step` (from its reports' tokens_per_s and steps) and eval_s_sum
+its seconds evaluating (`eval_s`: validation loss and samples), see sweep_results.py; wall_s is the whole
+`run_sweep` call (tokenization, Ray and MLflow start, trials, checkpoints, tracking, shutdown of the trials). So
+overhead_fraction is what the sweep adds to a standalone run of the same trials, and non_training_fraction also
+counts the trials' evaluation. `breakdown` splits the wall clock: before the first trial starts, inside trials
+but outside training and evaluation (actor start, checkpoints, reports), slots left idle, after the last trial.
+
+A second, small sweep on the same data then shows the token cache: its data preparation (`prepared_s`, as the
+runner prints it) should be ~0 next to the first sweep's, which tokenizes into a fresh cache.
 """
 from __future__ import annotations
 
@@ -103,13 +110,23 @@ def main(argv: list[str] | None = None) -> dict:
     ray.shutdown()
     if first.rc or second.rc or not first.trials:
         sys.exit(f"a sweep failed (exit codes {first.rc}, {second.rc}):\n{first.output[-2000:]}{second.output[-2000:]}")
-    train_s_sum = sum(t.train_s for t in first.trials)
+    train_s_sum, eval_s_sum = sum(t.train_s for t in first.trials), sum(t.eval_s for t in first.trials)
+    slot_s = first.wall_s * args.slots
+    before = min(t.started for t in first.trials) - first.started
+    after = first.started + first.wall_s - max(t.ended for t in first.trials)
+    in_trials = sum(t.ended - t.started - t.train_s - t.eval_s for t in first.trials)
+    idle = slot_s - (before + after) * args.slots - sum(t.ended - t.started for t in first.trials)
     result = {
         "trials": len(first.trials), "slots": args.slots, "steps_per_trial": steps,
         "calibrated_step_s": round(step_s, 4),
         "train_s_per_trial": [round(t.train_s, 2) for t in first.trials],
-        "wall_s": round(first.wall_s, 2), "train_s_sum": round(train_s_sum, 2),
-        "overhead_fraction": round(1 - train_s_sum / (first.wall_s * args.slots), 3),
+        "eval_s_per_trial": [round(t.eval_s, 2) for t in first.trials],
+        "wall_s": round(first.wall_s, 2), "train_s_sum": round(train_s_sum, 2), "eval_s_sum": round(eval_s_sum, 2),
+        "overhead_fraction": round(1 - (train_s_sum + eval_s_sum) / slot_s, 3),
+        "non_training_fraction": round(1 - train_s_sum / slot_s, 3),
+        "breakdown_slot_s": {"before_first_trial": round(before * args.slots, 1),
+                             "in_trials_outside_work": round(in_trials, 1), "idle_slots": round(idle, 1),
+                             "after_last_trial": round(after * args.slots, 1)},
         "first_sweep_prep_s": first.prepared_s, "second_sweep_prep_s": second.prepared_s,
         "second_sweep_wall_s": round(second.wall_s, 2),
         "sweep_rc": [first.rc, second.rc],

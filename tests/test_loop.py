@@ -71,6 +71,7 @@ def test_loss_falls_well_below_the_uniform_level(smoke_run):
     assert last < untrained - 1.0 and last <= records[0].metrics["val_loss"]
     assert last == pytest.approx(math.log(records[-1].metrics["val_ppl"]))
     assert 0 < records[-1].metrics["val_acc"] <= 1 and records[-1].metrics["tokens_per_s"] > 0
+    assert all(r.metrics["eval_s"] > 0 for r in records)
     assert len(records[-1].samples) == 3 and all(isinstance(s, str) and s for s in records[-1].samples)
 
 

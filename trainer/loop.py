@@ -3,7 +3,7 @@
     python -m trainer --preset smoke --data corpus.txt --tokenizer bpe:512 --out /tmp/run
 
 Plain PyTorch, no Ray: `Pretrainer.run(on_eval=...)` calls back at every eval with the metrics (train_loss,
-val_loss, val_ppl, val_acc, lr, tokens_per_s) so the Ray trainable can forward them to Tune, and
+val_loss, val_ppl, val_acc, lr, tokens_per_s, eval_s) so the Ray trainable can forward them to Tune, and
 `state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU.
 """
 from __future__ import annotations
@@ -205,8 +205,12 @@ class Pretrainer:
                     metrics.update(val_loss=DIVERGED_LOSS, val_ppl=math.exp(50.0), val_acc=0.0, diverged=1.0)
                     record = EvalRecord(metrics)
                 else:
+                    eval_started = time.perf_counter()
                     metrics.update(self.evaluate(), diverged=0.0)
                     record = EvalRecord(metrics, self.sample())
+                    # What measuring costs (a full validation split is ~10 training steps' worth of compute):
+                    # shown so a sweep's overhead can be told apart from its evaluation.
+                    metrics["eval_s"] = time.perf_counter() - eval_started
                 self.history.append(metrics)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.3f}", val_ppl=f"{metrics['val_ppl']:.1f}")

@@ -24,7 +24,7 @@ from ray import tune
 
 from trainer.config import config_from_params, flatten
 
-METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "finetune_acc",
+METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s", "finetune_acc",
            "finetune_acc_fewshot", "diverged")
 
 
