@@ -2,10 +2,15 @@
 
 What ASHA saves on the seed's question. The lr × warmup grid of sweeps/lr_warmup.py (4 learning rates × warmups
 of 0, 5 % and 25 % of the run: 12 trials) runs twice through the shared runner, once at full budget (FIFO) and
-once under ASHA (grace period 4 steps, reduction factor 2, rungs at each eval: every 16 steps), two trials at a
-time on one CPU each, fine-tuning off. Prints the training steps each sweep spent (the sum of the trials' last
-steps), their ratio, and the gap between their best validation perplexities. Targets: ASHA ≤ 30 % of the
-grid's steps with a best val_ppl within 3 %.
+once under ASHA as the runner sets it up (grace period a quarter of the run, reduction factor 2, rungs checked at
+each eval: every 16 steps), two trials at a time on one CPU each, fine-tuning off. Prints the training steps each
+sweep spent (the sum of the trials' last steps), their ratio, and the gap between their best validation
+perplexities. Targets: ASHA ≤ 30 % of the grid's steps with a best val_ppl within 3 %.
+
+`replay` then replays Tune's ASHA rule on the grid's recorded curves for other grace periods and reduction
+factors, in the grid's order and in 200 shuffled orders (asha_replay.py): what any setting would have spent and
+found on this grid. `replayed_asha_steps` is the replay of the setting the ASHA sweep ran; it should equal
+`asha_steps`.
 
 The config is small but real so that both sweeps finish in a few minutes on 2 cores: wikitext-2 (the shared
 test split, 60 articles: 54 train, 6 held out) with a byte-level BPE of `--vocab` tokens trained on it, and the
@@ -22,7 +27,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from asha_replay import replay, replay_table  # noqa: E402
 from sweep_results import data_dir, run_sweep_captured  # noqa: E402
+
+REPLAYED = [(4, 2), (16, 2), (32, 2), (32, 4), (64, 2), (64, 3), (128, 2)]  # (grace steps, reduction factor)
 
 MODEL = {"model.n_layers": 2, "model.d_model": 64, "model.n_heads": 4, "model.context_length": 64,
          "model.dropout": 0.0, "train.batch_size": 16, "train.eval_every": 16, "train.eval_batches": 20}
@@ -37,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from sweeps.lr_warmup import space
+    from sweeps.runner import GRACE_FRACTION
 
     text = data_dir() / "wikitext-2" / "wiki.test.raw"
     if not text.is_file():
@@ -66,6 +75,10 @@ def main(argv: list[str] | None = None) -> dict:
     steps_full, steps_asha = sum(t.steps for t in full.trials), sum(t.steps for t in asha.trials)
     best_full, best_asha = min(t.val_ppl for t in full.trials), min(t.val_ppl for t in asha.trials)
 
+    grace = max(1, round(args.steps * GRACE_FRACTION))
+    curves = [t.val_loss for t in full.trials]
+    replayed_steps, _ = replay(curves, grace, 2, args.slots)
+
     def table(run):
         return sorted(({"lr": float(t.config["optim.lr"]), "warmup": int(t.config["optim.warmup_steps"]),
                         "steps": t.steps, "val_ppl": round(t.val_ppl, 2)} for t in run.trials),
@@ -79,9 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
         "fifo_wall_s": round(full.wall_s, 1), "asha_wall_s": round(asha.wall_s, 1),
         "fifo_train_s": round(sum(t.train_s for t in full.trials), 1),
         "asha_train_s": round(sum(t.train_s for t in asha.trials), 1),
+        "asha_grace_steps": grace, "replayed_asha_steps": sum(replayed_steps),
         "fifo_trials": table(full), "asha_trials": table(asha),
+        "replay": replay_table(curves, REPLAYED, args.slots),
         "config": f"smoke preset + {overrides}, wikitext-2 test split, bpe:{args.vocab}, grid of "
-                  "sweeps/lr_warmup.py, ASHA grace 4 steps (rungs at reports every 16), reduction factor 2",
+                  f"sweeps/lr_warmup.py, ASHA grace {grace} steps (rungs at reports every 16), reduction factor 2",
     }
     print(json.dumps(result, indent=None if args.json else 1))
     return result
