@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from sweeps.lr_warmup import space
-    from sweeps.runner import GRACE_FRACTION
+    from sweeps.runner import grace_steps
 
     text = data_dir() / "wikitext-2" / "wiki.test.raw"
     if not text.is_file():
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     steps_full, steps_asha = sum(t.steps for t in full.trials), sum(t.steps for t in asha.trials)
     best_full, best_asha = min(t.val_ppl for t in full.trials), min(t.val_ppl for t in asha.trials)
 
-    grace = max(1, round(args.steps * GRACE_FRACTION))
+    grace = grace_steps(args.steps)  # as the runner set up the ASHA sweep
     curves = [t.val_loss for t in full.trials]
     replayed_steps, _ = replay(curves, grace, 2, args.slots)
 

@@ -54,6 +54,10 @@ BUDGETS = {
 # best val_ppl by 16 % (47 % of the grid's steps); a quarter of the run keeps it (67 % of the steps).
 GRACE_FRACTION = 0.25
 
+
+def grace_steps(max_steps: int) -> int:
+    return max(1, round(max_steps * GRACE_FRACTION))
+
 SearchSpace = Callable[[RunConfig], dict[str, Dim]]
 
 
@@ -195,7 +199,7 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
         scheduler=args.scheduler or ("fifo" if args.search == "grid" else "asha"),
         num_samples=args.num_samples or (1 if args.search == "grid" else budget.num_samples),
         dims=dims, fixed=fixed, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=concurrent,
-        grace_steps=max(1, round(cfg.train.max_steps * GRACE_FRACTION)), max_failures=budget.max_failures,
+        grace_steps=grace_steps(cfg.train.max_steps), max_failures=budget.max_failures,
         storage=storage, tracking_uri=args.mlflow_uri or _default_tracking_uri(), address=args.address,
         seed=args.seed, resume_path=latest_sweep(Path(storage), args.experiment) if args.resume else None,
         resume_command=resume_command(name, argv))
