@@ -32,17 +32,17 @@ def replay(curves: list[dict[int, float]], grace: int, reduction_factor: float, 
     max_t = max(max(c) for c in curves)
     bracket = _Bracket(min_t=grace, max_t=max_t, reduction_factor=reduction_factor, s=0)
     queue = list(order if order is not None else range(len(curves)))
+    reported_steps = [sorted(c) for c in curves]
     steps, events = [0] * len(curves), []  # events: (time, trial, report index)
 
     def start(i: int, now: float) -> None:
-        reports = sorted(curves[i])
-        heapq.heappush(events, (now + reports[0], i, 0))
+        heapq.heappush(events, (now + reported_steps[i][0], i, 0))
 
     for _ in range(min(slots, len(queue))):
         start(queue.pop(0), 0.0)
     while events:
         now, i, k = heapq.heappop(events)
-        reports = sorted(curves[i])
+        reports = reported_steps[i]
         step = reports[k]
         action = bracket.on_result(ReplayedTrial(str(i)), step, -curves[i][step])
         if action == "STOP" or k + 1 == len(reports):

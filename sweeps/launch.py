@@ -148,6 +148,7 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
         _start_ray(plan)
         stop.arm()
         tracking_ready.result()
+
     from trainer.floors import loss_floors
     from trainer.trainable import train_gpt
     from trainer.tracking import MLflowTracking, mark_sweep

@@ -56,7 +56,9 @@ GRACE_FRACTION = 0.25
 
 
 def grace_steps(max_steps: int) -> int:
+    """ASHA's grace period for a run of max_steps: GRACE_FRACTION of it, at least one step."""
     return max(1, round(max_steps * GRACE_FRACTION))
+
 
 SearchSpace = Callable[[RunConfig], dict[str, Dim]]
 

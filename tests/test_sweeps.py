@@ -71,6 +71,8 @@ def test_optuna_asha_sweep_writes_one_parent_and_one_child_per_trial(optuna_swee
         assert 1e-4 <= float(child.data.params["optim.lr"]) <= 3e-3
         assert "optim.warmup_steps" in child.data.params
         assert "optim.lr" not in child.data.metrics  # params are not duplicated as metrics
+        assert {"train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s"} <= set(
+            child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "val_ppl")
         assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}

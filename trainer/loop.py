@@ -208,7 +208,7 @@ class Pretrainer:
                     eval_started = time.perf_counter()
                     metrics.update(self.evaluate(), diverged=0.0)
                     record = EvalRecord(metrics, self.sample())
-                    # What measuring costs (a full validation split is ~10 training steps' worth of compute):
+                    # What measuring costs (the cpu preset's full validation split costs ~12 training steps):
                     # shown so a sweep's overhead can be told apart from its evaluation.
                     metrics["eval_s"] = time.perf_counter() - eval_started
                 self.history.append(metrics)
