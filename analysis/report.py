@@ -17,8 +17,8 @@ import pandas as pd
 
 from analysis import figures, tables
 from analysis.importance import param_importances
-from analysis.runs import FLOORS, Sweep, best_trial, default_tracking_uri, fetch_sweep
-from trainer.cli import exits_cleanly_on_bad_input
+from analysis.runs import FLOORS, Sweep, best_trial, fetch_sweep
+from trainer.cli import default_tracking_uri, exits_cleanly_on_bad_input
 
 ARTIFACT_DIR = "report"
 

@@ -45,11 +45,6 @@ class Sweep:
         return self.params.get("sweep.search", "")
 
 
-def default_tracking_uri() -> str:
-    """The sweeps' default: sqlite:///<abs cwd>/mlflow.db."""
-    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
-
-
 def check_uri(uri: str) -> None:
     """Refuse a SQLite URI whose file is missing: MLflow would silently create an empty database there."""
     if uri.startswith("sqlite:///"):

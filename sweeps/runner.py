@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from trainer.cli import ArgumentParser, add_config_args, config_from_args, exits_cleanly_on_bad_input
-from trainer.config import ConfigError, RunConfig, config_from_params
+from trainer.cli import (ArgumentParser, add_config_args, config_from_args, default_tracking_uri,
+                         exits_cleanly_on_bad_input)
+from trainer.config import ConfigError, RunConfig, config_from_params, gpu_count, parse_overrides
 
 # Ray prints advice a sweep user cannot act on; these keep the console to the progress table.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -90,7 +91,7 @@ def trial_params(preset: str, cfg: RunConfig, args: argparse.Namespace, cpus_per
                                  "data.val_source": cfg.data.val_source, "data.tokenizer": cfg.data.tokenizer,
                                  "data.finetune_train": cfg.data.finetune_train,
                                  "data.finetune_test": cfg.data.finetune_test, "train.seed": args.seed}
-    params.update((k, v) for k, v in (p.split("=", 1) for p in args.overrides))
+    params.update(parse_overrides(args.overrides))
     if not on_gpu:  # one torch thread per reserved core, or concurrent trials fight over the cores
         params["train.threads"] = max(1, int(cpus_per_trial))
     return params
@@ -125,16 +126,6 @@ def resources(args: argparse.Namespace, budget: SweepBudget, gpus_available: int
         raise ConfigError(f"--max-concurrent {args.max_concurrent} must be at least 1 (or left out: what fits)")
     slots = int(gpus_available / gpus) if gpus else int(os.cpu_count() // cpus)
     return cpus, gpus, max(1, args.max_concurrent or slots)
-
-
-def gpu_count() -> int:
-    """torch.cuda.device_count(), without importing torch (seconds, before any input is checked) on a Linux
-    machine with no NVIDIA or ROCm driver."""
-    if sys.platform == "linux" and not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists()):
-        return 0
-    import torch
-
-    return torch.cuda.device_count()
 
 
 def latest_sweep(storage: Path, experiment: str) -> Path:
@@ -202,7 +193,7 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
         num_samples=args.num_samples or (1 if args.search == "grid" else budget.num_samples),
         dims=dims, fixed=fixed, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=concurrent,
         grace_steps=grace_steps(cfg.train.max_steps), max_failures=budget.max_failures,
-        storage=storage, tracking_uri=args.mlflow_uri or _default_tracking_uri(), address=args.address,
+        storage=storage, tracking_uri=args.mlflow_uri or default_tracking_uri(), address=args.address,
         seed=args.seed, resume_path=latest_sweep(Path(storage), args.experiment) if args.resume else None,
         resume_command=resume_command(name, argv))
 
@@ -217,9 +208,3 @@ def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, defa
     from sweeps.launch import launch
 
     return launch(plan)
-
-
-def _default_tracking_uri() -> str:
-    """An absolute SQLite URI (trials chdir into their own folders; MLflow 3 refuses the ./mlruns file store).
-    Built here, not in trainer.tracking, so that checking the input does not import MLflow (seconds)."""
-    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+from pathlib import Path
 from typing import Callable
 
 from trainer.config import ConfigError, RunConfig, build_config, default_preset, parse_overrides
@@ -38,9 +39,8 @@ def add_config_args(parser: argparse.ArgumentParser, finetune_default: str | Non
 def config_from_args(args: argparse.Namespace) -> tuple[str, RunConfig]:
     """The preset name and the validated config the flags describe; raises ConfigError."""
     preset = args.preset or default_preset()
-    finetune_train = None if str(args.finetune_train).lower() == "none" else args.finetune_train
     overrides = {"data.source": args.data, "data.val_source": args.val_data, "data.tokenizer": args.tokenizer,
-                 "data.finetune_train": finetune_train, "data.finetune_test": args.finetune_test,
+                 "data.finetune_train": args.finetune_train, "data.finetune_test": args.finetune_test,
                  **parse_overrides(args.overrides)}
     cfg = build_config(preset, overrides)
     check_data_sources(cfg)
@@ -55,6 +55,13 @@ def check_data_sources(cfg: RunConfig) -> None:
     for spec in (cfg.data.source, cfg.data.val_source, cfg.data.finetune_train, cfg.data.finetune_test):
         if spec:
             available_splits(spec)
+
+
+def default_tracking_uri() -> str:
+    """--mlflow-uri's default for the sweeps and the report: sqlite:///<cwd>/mlflow.db, absolute (trials chdir
+    into their own folders; MLflow 3 refuses the ./mlruns file store). Here, not in trainer.tracking, so that
+    checking the input does not import MLflow (seconds)."""
+    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
 
 
 def exits_cleanly_on_bad_input(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -126,20 +128,24 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-def default_preset() -> str:
-    """`seed` where CUDA is present, `cpu` otherwise."""
+def gpu_count() -> int:
+    """torch.cuda.device_count(), without importing torch (seconds, before any input is checked) on a Linux
+    machine with no NVIDIA or ROCm driver."""
+    if sys.platform == "linux" and not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists()):
+        return 0
     import torch
 
-    return "seed" if torch.cuda.is_available() else "cpu"
+    return torch.cuda.device_count()
+
+
+def default_preset() -> str:
+    """`seed` where a GPU is present, `cpu` otherwise."""
+    return "seed" if gpu_count() else "cpu"
 
 
 def flatten(cfg: RunConfig) -> dict[str, object]:
     """{'optim.lr': 3e-4, ...} for every field: MLflow params, config.json, Tune keys."""
     return {f"{s}.{k}": v for s, section in dataclasses.asdict(cfg).items() for k, v in section.items()}
-
-
-def field_names() -> list[str]:
-    return list(flatten(RunConfig()))
 
 
 def _coerce(key: str, raw: object, annotation: str) -> object:

@@ -143,8 +143,7 @@ def _build(root: Path, cfg: DataConfig, train_from: tuple[str, str], val_from: t
         shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
 
 
-def prepare_corpus(cfg: DataConfig, context_length: int, cache: Path | None = None
-                   ) -> tuple[Corpus, TextTokenizer]:
+def prepare_corpus(cfg: DataConfig, context_length: int) -> tuple[Corpus, TextTokenizer]:
     """Train/validation token arrays (from the cache when present) and the tokenizer that made them."""
     train_from, val_from = _plan(cfg)
     trained = bpe_size(cfg.tokenizer) is not None
@@ -158,7 +157,7 @@ def prepare_corpus(cfg: DataConfig, context_length: int, cache: Path | None = No
         # a trained tokenizer is a function of the key's other parts; it is stored in the cache, not hashed
         "tokenizer_json": None if trained else hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
     }
-    root = (cache or cache_dir()) / hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
+    root = cache_dir() / hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
     hit = (root / "meta.json").is_file()
     if not hit:
         _build(root, cfg, train_from, val_from, tokenizer)
