@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     from sweeps.lr_warmup import space
-    from sweeps.runner import grace_steps
+    from sweeps.runner import REDUCTION_FACTOR, grace_steps
 
     text = data_dir() / "wikitext-2" / "wiki.test.raw"
     if not text.is_file():
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     grace = grace_steps(args.steps)  # as the runner set up the ASHA sweep
     curves = [t.val_loss for t in full.trials]
-    replayed_steps, _ = replay(curves, grace, 2, args.slots)
+    replayed_steps, _ = replay(curves, grace, REDUCTION_FACTOR, args.slots)
 
     def table(run):
         return sorted(({"lr": float(t.config["optim.lr"]), "warmup": int(t.config["optim.warmup_steps"]),
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
         "fifo_trials": table(full), "asha_trials": table(asha),
         "replay": replay_table(curves, REPLAYED, args.slots),
         "config": f"smoke preset + {overrides}, wikitext-2 test split, bpe:{args.vocab}, grid of "
-                  f"sweeps/lr_warmup.py, ASHA grace {grace} steps (rungs at reports every 16), reduction factor 2",
+                  f"sweeps/lr_warmup.py, ASHA grace {grace} steps (rungs at reports every 16), reduction factor "
+                  f"{REDUCTION_FACTOR}",
     }
     print(json.dumps(result, indent=None if args.json else 1))
     return result

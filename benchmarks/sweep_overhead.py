@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_results import data_dir, run_sweep_captured  # noqa: E402
 
 
-def calibrate_step_seconds(argv_data: dict, overrides: dict) -> float:
+def calibrate_step_seconds(argv_data: dict) -> float:
     """Seconds per training step of the trial config with one thread (median of 5, after 2 warm-up steps)."""
     import statistics
 
@@ -43,7 +43,7 @@ def calibrate_step_seconds(argv_data: dict, overrides: dict) -> float:
     from trainer.data import prepare_corpus
     from trainer.loop import Pretrainer
 
-    cfg = build_config("cpu", {**overrides, "train.threads": 1})
+    cfg = build_config("cpu", {"train.threads": 1})
     corpus, tokenizer = prepare_corpus(DataConfig(**argv_data), cfg.model.context_length)
     trainer = Pretrainer(cfg, corpus, tokenizer)
     for _ in range(2):
@@ -73,15 +73,13 @@ def main(argv: list[str] | None = None) -> dict:
     if not (text.is_file() and tok.is_dir()):
         sys.exit(f"needs {text} and {tok}; set GPTSWEEP_DATA_DIR")
     work = Path(tempfile.mkdtemp(prefix="sweep_overhead_"))
-    os.environ["GPTSWEEP_CACHE_DIR"] = str(work / "cache")  # a fresh token cache: the first sweep tokenizes
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-    # The step count is calibrated on a throwaway cache (so the first sweep still tokenizes from scratch).
-    cache = os.environ["GPTSWEEP_CACHE_DIR"]
+    # The step count is calibrated on a throwaway cache, then the first sweep tokenizes into a fresh one.
     os.environ["GPTSWEEP_CACHE_DIR"] = str(work / "calibration-cache")
-    step_s = calibrate_step_seconds({"source": str(text), "tokenizer": str(tok)}, {})
-    os.environ["GPTSWEEP_CACHE_DIR"] = cache
+    step_s = calibrate_step_seconds({"source": str(text), "tokenizer": str(tok)})
+    os.environ["GPTSWEEP_CACHE_DIR"] = str(work / "cache")
     steps = max(10, round(args.train_seconds / step_s))
     cfg = build_config("cpu")
     tokens_per_step = cfg.train.batch_size * cfg.model.context_length

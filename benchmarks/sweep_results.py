@@ -36,7 +36,6 @@ class Trial:
     started: float  # when the trial's MLflow run began and ended (epoch seconds)
     ended: float
     val_ppl: float  # at the last report
-    reports: int
     val_loss: dict[int, float]  # at each reported step
 
 
@@ -99,6 +98,6 @@ def read_trials(tracking_uri: str, experiment: str, tokens_per_step: int) -> lis
         trials.append(Trial({k: v for k, v in run.data.params.items() if k.startswith("optim.")},
                             int(speeds[-1][0]), train_s, eval_s, run.info.start_time / 1e3,
                             (run.info.end_time or run.info.start_time) / 1e3,
-                            float(run.data.metrics.get("val_ppl", math.nan)), len(speeds),
+                            float(run.data.metrics.get("val_ppl", math.nan)),
                             {int(m.step): m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}))
     return sorted(trials, key=lambda t: t.started)  # the order the sweep started them in

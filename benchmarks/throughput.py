@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -30,15 +29,12 @@ import numpy as np
 import torch
 
 from trainer.config import DataConfig, build_config
-from trainer.data import ChunkBatcher, Corpus, prepare_corpus, val_batches
+from trainer.data import ChunkBatcher, Corpus, prepare_corpus
 from trainer.loop import Pretrainer, lr_at
 from trainer.model import GPT
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("GPTSWEEP_DATA_DIR") or REPO.parent / "shared" / "data")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sweep_results import data_dir  # noqa: E402
 
 
 def load_corpus(context_length: int) -> tuple[Corpus, str]:
@@ -58,11 +54,11 @@ def device_name(device: torch.device, threads: int) -> str:
         return f"cuda: {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     model = platform.processor() or "cpu"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        flags = Path("/proc/cpuinfo").read_text()
+        for line in flags.splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-        flags = Path("/proc/cpuinfo").read_text()
         isa = "amx_bf16" if "amx_bf16" in flags else "avx512_bf16" if "avx512_bf16" in flags else "no bf16 ISA"
     except OSError:
         isa = "?"
@@ -245,7 +241,6 @@ def main(argv: list[str] | None = None) -> dict:
     hf = runners[best_hf]
     ratios = [a / b for a, b in zip(tps["ours"], tps[best_hf])]
     fractions = [t * fpt / 1e12 / p for t, p in zip(tps["ours"], peaks)]
-    val = val_batches(corpus.val, cfg.model.context_length, cfg.train.batch_size, cfg.train.eval_batches)
     result = {
         "preset": args.preset, "device": device_name(device, args.threads), "data": data_note,
         "precision": "bf16 autocast", "tokens_per_step": tokens_per_step,
@@ -267,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
         "hf_loss": round(statistics.fmean(losses[best_hf]), 4),
         "loss_round_std": round(statistics.pstdev(losses["ours"] + losses[best_hf]), 4),
         "val_loss": round(ours.evaluate()["val_loss"], 4),
-        "hf_val_loss": round(hf.evaluate(val), 4),
+        "hf_val_loss": round(hf.evaluate(ours.val), 4),  # the same validation batches
     }
     if args.plain:
         result["plain_tokens_per_s"] = round(statistics.median(tps["plain"]), 1)

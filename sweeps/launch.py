@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sweeps.runner import SweepPlan
+from sweeps.runner import REDUCTION_FACTOR, SweepPlan
 from trainer.config import ConfigError
 from trainer.data import prepare_corpus, prepare_finetune
 
@@ -44,7 +44,7 @@ def _scheduler(plan: SweepPlan):
 
     # time_attr=step: rungs are in training steps, so the grace period means the same for any eval_every.
     return ASHAScheduler(time_attr="step", max_t=plan.cfg.train.max_steps, grace_period=plan.grace_steps,
-                         reduction_factor=2)
+                         reduction_factor=REDUCTION_FACTOR)
 
 
 def _param_space(plan: SweepPlan) -> dict:

@@ -54,6 +54,7 @@ BUDGETS = {
 # the best trial, lr 3e-3 with a 25 % warmup, trails until half the run: a grace of 4 steps cut it and missed the
 # best val_ppl by 16 % (47 % of the grid's steps); a quarter of the run keeps it (67 % of the steps).
 GRACE_FRACTION = 0.25
+REDUCTION_FACTOR = 2  # ASHA keeps the top half of the trials at each rung
 
 
 def grace_steps(max_steps: int) -> int:
@@ -142,7 +143,6 @@ def latest_sweep(storage: Path, experiment: str) -> Path:
 class SweepPlan:
     """Everything a sweep needs, validated: the input to sweeps.launch.launch."""
     experiment: str
-    preset: str
     cfg: RunConfig
     search: str
     scheduler: str
@@ -188,7 +188,7 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
     check_space(fixed, dims)
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
     return SweepPlan(
-        experiment=args.experiment, preset=preset, cfg=cfg, search=args.search,
+        experiment=args.experiment, cfg=cfg, search=args.search,
         scheduler=args.scheduler or ("fifo" if args.search == "grid" else "asha"),
         num_samples=args.num_samples or (1 if args.search == "grid" else budget.num_samples),
         dims=dims, fixed=fixed, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=concurrent,
