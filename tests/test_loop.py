@@ -112,6 +112,21 @@ def test_a_resumed_run_continues_exactly_where_it_stopped(smoke_run):
         assert torch.equal(a, b)
 
 
+def test_a_run_loaded_at_its_end_reports_that_end_again_without_training(smoke_run):
+    """A crash between saving the last checkpoint and Tune taking its report restarts the trial at its end: the
+    end (finished, or diverged) must be reported again, so the trial's last result is not an older one."""
+    for settings in ({"train.precision": "fp32"},
+                     {"optim.lr": 1e4, "optim.grad_clip": 0, "optim.warmup_steps": 0, "train.precision": "fp32"}):
+        ended = smoke_run(**settings)
+        ended.run()
+        restarted = smoke_run(**settings)
+        restarted.load_state_dict(ended.state_dict())
+        records = []
+        record = restarted.run(on_eval=records.append)
+        assert [r.metrics for r in records] == [record.metrics] == [ended.history[-1]]
+        assert restarted.step == ended.step and len(restarted.history) == len(ended.history)
+
+
 def test_a_diverging_run_stops_and_reports_a_finite_worst_loss(smoke_run):
     trainer = smoke_run(**{"optim.lr": 1e4, "optim.grad_clip": 0, "optim.warmup_steps": 0,
                            "train.max_steps": 50, "train.precision": "fp32"})

@@ -177,15 +177,22 @@ class Pretrainer:
     def run(self, on_eval: Callable[[EvalRecord], None] | None = None, progress: bool = False) -> EvalRecord:
         """Train from self.step to train.max_steps, evaluating every train.eval_every steps and at the end.
 
-        A non-finite training loss ends the run at once with val_loss = DIVERGED_LOSS and `diverged` = 1.
+        A non-finite training loss ends the run at once with val_loss = DIVERGED_LOSS and `diverged` = 1. A run
+        loaded from a checkpoint of its end (saved but not yet taken by Tune when a crash or an interrupt hit)
+        reports that end again instead of returning silently with an older result as the caller's last.
         """
         t = self.cfg.train
+        last = self.history[-1] if self.history else None
+        if last is not None and (last["step"] >= t.max_steps or last.get("diverged")):
+            record = EvalRecord(dict(last))
+            if on_eval is not None:
+                on_eval(record)
+            return record
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=t.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
-        record = EvalRecord(self.history[-1] if self.history else {})  # a resumed, finished run
         losses, train_time, tokens_per_step = [], 0.0, t.batch_size * self.cfg.model.context_length
         while self.step < t.max_steps:
             started = time.perf_counter()

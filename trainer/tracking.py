@@ -76,6 +76,7 @@ class MLflowTracking(tune.Callback):
                  searched: list[str], corpus_metrics: dict[str, float] | None = None):
         self.tracking_uri, self.experiment, self.sweep_path = tracking_uri, experiment, sweep_path
         self.sweep_params, self.searched, self.corpus_metrics = sweep_params, searched, corpus_metrics or {}
+        self.experiment_id: str | None = None  # set, like parent_run_id, by setup() on every driver start
         self.parent_run_id: str | None = None
         self.total_trials = 0  # from Tune's setup info; fewer trials at the end means the sweep was interrupted
         self._children: dict[str, str] = {}  # trial id → run id, for the trials started by this driver
@@ -96,26 +97,24 @@ class MLflowTracking(tune.Callback):
 
     def setup(self, **info) -> None:
         self.total_trials = int(info.get("total_num_samples") or 0)
-        experiment_id = ensure_experiment(self.tracking_uri, self.experiment)
-        self.parent_run_id = find_sweep_run(self.client, experiment_id, self.sweep_path)
+        self.experiment_id = ensure_experiment(self.tracking_uri, self.experiment)
+        self.parent_run_id = find_sweep_run(self.client, self.experiment_id, self.sweep_path)
         if self.parent_run_id is not None:  # a resumed sweep: the same parent, running again
             self.client.update_run(self.parent_run_id, status="RUNNING")
-            self._log_params_once(self.parent_run_id, self.sweep_params)
-            return
-        run = self.client.create_run(experiment_id, run_name=f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                     tags={"gptsweep.sweep_path": self.sweep_path, "gptsweep.role": "sweep",
-                                           "gptsweep.sweep_key": sweep_key(self.sweep_path),
-                                           "gptsweep.searched": ",".join(self.searched)})
-        self.parent_run_id = run.info.run_id
+        else:
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                tags={"gptsweep.sweep_path": self.sweep_path, "gptsweep.role": "sweep",
+                      "gptsweep.sweep_key": sweep_key(self.sweep_path), "gptsweep.searched": ",".join(self.searched)})
+            self.parent_run_id = run.info.run_id
+            self._log_metrics(self.parent_run_id, self.corpus_metrics, step=0)
         self._log_params_once(self.parent_run_id, self.sweep_params)
-        self._log_metrics(self.parent_run_id, self.corpus_metrics, step=0)
 
     def _child(self, trial) -> str:
         if trial.trial_id in self._children:
             return self._children[trial.trial_id]
-        experiment_id = self.client.get_run(self.parent_run_id).info.experiment_id
         found = self.client.search_runs(
-            [experiment_id], f"tags.`gptsweep.trial_id` = '{trial.trial_id}' and "
+            [self.experiment_id], f"tags.`gptsweep.trial_id` = '{trial.trial_id}' and "
                              f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'", max_results=1)
         if found:  # a resumed sweep: continue the run, after the last step it has
             run_id = found[0].info.run_id
@@ -124,7 +123,7 @@ class MLflowTracking(tune.Callback):
             history = self.client.get_metric_history(run_id, "train_loss")
             self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
         else:
-            run_id = self.client.create_run(experiment_id, run_name=str(trial), tags={
+            run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags={
                 "mlflow.parentRunId": self.parent_run_id, "gptsweep.trial_id": trial.trial_id,
                 "gptsweep.role": "trial", "gptsweep.outcome": "running"}).info.run_id
             self._log_metrics(run_id, self.corpus_metrics, step=0)

@@ -65,25 +65,19 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
     if checkpoint is not None:
         load_checkpoint(trainer, checkpoint)
     start_step = trainer.step
+    node_id = ray.get_runtime_context().get_node_id()  # which machine ran it, for tracking
 
     def report(record: EvalRecord) -> None:
         metrics = dict(record.metrics)
-        finished = metrics["step"] >= cfg.train.max_steps or metrics.get("diverged")
-        if finished and finetune_data is not None and not metrics.get("diverged"):
+        if metrics["step"] >= cfg.train.max_steps and finetune_data is not None and not metrics.get("diverged"):
             # Fine-tune inside the last report so ASHA (which stops a trial at max_t) never cuts it off.
             metrics.update(finetune_metrics(trainer.model, finetune_data, cfg.finetune, cfg.train.seed,
                                             trainer.autocast))
         metrics["samples"] = record.samples
         metrics["start_step"] = start_step
-        metrics["node_id"] = ray.get_runtime_context().get_node_id()  # which machine ran it, for tracking
+        metrics["node_id"] = node_id
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(trainer, Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    last = trainer.history[-1] if trainer.history else None
-    if last is not None and (last["step"] >= cfg.train.max_steps or last.get("diverged")):
-        # Restarted after its last report was saved but before Tune took it (a crash, an interrupt): report the
-        # end again, with the fine-tuning, instead of returning silently with an older result as the last.
-        report(EvalRecord(dict(last)))
-        return
     trainer.run(on_eval=report)
