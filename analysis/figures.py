@@ -19,10 +19,13 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from analysis.runs import FAILED, usable_trials  # noqa: E402
+
 DPI = 110
 WIDTH = 9.5  # inches: 1045 px at DPI
 CMAP = "viridis"
-MARKERS = {"completed": ("o", "completed"), "pruned": ("v", "pruned (ASHA)")}
+# Trials with a val_ppl: completed, pruned, and any other (running, interrupted: a report on an unfinished sweep).
+MARKERS = {"completed": ("o", "completed"), "pruned": ("v", "pruned (ASHA)"), "other": ("s", "unfinished")}
 PPL_LABEL = "final val_ppl (lower is better)"
 
 
@@ -59,10 +62,6 @@ def _norm(values):
     return Normalize(values.min(), values.max() if values.max() > values.min() else values.min() + 1)
 
 
-def _usable(trials: pd.DataFrame) -> pd.DataFrame:
-    return trials[~trials.outcome.isin(["diverged", "error"]) & trials.final_val_ppl.notna()]
-
-
 def grid_heatmap(pivot: pd.DataFrame, x_key: str, y_key: str):
     """Grid sweep: mean final val_ppl per cell (from tables.grid_pivot), annotated; empty cells marked."""
     fig, ax = plt.subplots(figsize=(WIDTH, 1.6 + 0.8 * max(len(pivot.index), 2)), layout="constrained")
@@ -84,18 +83,19 @@ def grid_heatmap(pivot: pd.DataFrame, x_key: str, y_key: str):
 
 
 def search_scatter(trials: pd.DataFrame, x_key: str, y_key: str | None):
-    """Random/Optuna sweep: trials over (x, y) coloured by final val_ppl; pruned as triangles, failed as grey ×.
-    With one searched key, val_ppl itself is the y axis."""
+    """Random/Optuna sweep: trials over (x, y) coloured by final val_ppl; pruned as triangles, unfinished
+    (running, interrupted) as squares, failed as grey ×. With one searched key, val_ppl itself is the y axis."""
     fig, ax = plt.subplots(figsize=(WIDTH, 5.2), layout="constrained")
-    usable = _usable(trials)
+    usable = usable_trials(trials)
     y_col = y_key or "final_val_ppl"
     norm = _norm(usable.final_val_ppl)
+    kind = usable.outcome.where(usable.outcome.isin(MARKERS), "other")
     for outcome, (marker, label) in MARKERS.items():
-        part = usable[usable.outcome == outcome]
+        part = usable[kind == outcome]
         if len(part):
-            points = ax.scatter(part[x_key], part[y_col], c=part.final_val_ppl, cmap=CMAP, norm=norm, marker=marker,
-                                s=70, edgecolors="black", linewidths=0.5, label=f"{label} ({len(part)})")
-    failed = trials[trials.outcome.isin(["diverged", "error"])]
+            ax.scatter(part[x_key], part[y_col], c=part.final_val_ppl, cmap=CMAP, norm=norm, marker=marker,
+                       s=70, edgecolors="black", linewidths=0.5, label=f"{label} ({len(part)})")
+    failed = trials[trials.outcome.isin(FAILED)]
     if len(failed) and y_key is not None:
         ax.scatter(failed[x_key], failed[y_col], marker="x", s=70, color="0.5",
                    label=f"diverged/error ({len(failed)})")
@@ -109,7 +109,7 @@ def search_scatter(trials: pd.DataFrame, x_key: str, y_key: str | None):
            title=f"trials over {x_key}" + (f" × {y_key}" if y_key else "") + ", coloured by final val_ppl")
     ax.grid(alpha=0.3, which="both")
     if len(usable):
-        fig.colorbar(points, ax=ax, label=PPL_LABEL)
+        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=CMAP), ax=ax, label=PPL_LABEL)
     if not ax.get_legend_handles_labels()[0]:
         return fig
     legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
@@ -129,14 +129,14 @@ def learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, floors: dict[str
     labelled horizontal lines; the legend sits right of the axes, best trials first."""
     fig, ax = plt.subplots(figsize=(WIDTH, 5.2), layout="constrained")
     ranked = trials.sort_values("final_val_ppl", na_position="last")
-    norm = _norm(_usable(trials).final_val_ppl)
+    norm = _norm(usable_trials(trials).final_val_ppl)
     cmap = plt.get_cmap(CMAP)
     for rank, (_, trial) in enumerate(ranked.iterrows()):
         curve = curves[(curves.trial_id == trial.trial_id) & (curves.key == key)].sort_values("step")
         if curve.empty:
             continue
         ppl = trial.final_val_ppl
-        color = "0.6" if trial.outcome in ("diverged", "error") or pd.isna(ppl) else cmap(norm(ppl))
+        color = "0.6" if trial.outcome in FAILED or pd.isna(ppl) else cmap(norm(ppl))
         label = f"{trial.trial_id} {trial.outcome}, {short(ppl)}" if rank < MAX_LABELLED else None
         ax.plot(curve.step, curve.value, color=color, marker="o", markersize=3, linewidth=1.6,
                 linestyle="--" if trial.outcome == "pruned" else "-", label=label)
@@ -181,7 +181,7 @@ def _axis_positions(values: pd.Series, discrete: bool = True):
 
 def parallel_coordinates(trials: pd.DataFrame, keys: list[str]):
     """One vertical axis per searched key plus final val_ppl; one line per trial, coloured by val_ppl."""
-    usable = _usable(trials).sort_values("final_val_ppl", ascending=False)  # best drawn last, on top
+    usable = usable_trials(trials).sort_values("final_val_ppl", ascending=False)  # best drawn last, on top
     columns = [*keys, "final_val_ppl"]
     fig, ax = plt.subplots(figsize=(WIDTH, 5.0), layout="constrained")
     norm = _norm(usable.final_val_ppl)
@@ -215,7 +215,7 @@ _ACC_STYLE = {"finetune_acc": dict(s=45, color="tab:blue", edgecolors="black", l
 def ppl_vs_accuracy(trials: pd.DataFrame, stats: dict[str, dict]):
     """Final val_ppl (log x) against each fine-tuning accuracy; `stats` from tables.correlation per accuracy."""
     fig, ax = plt.subplots(figsize=(WIDTH, 4.8), layout="constrained")
-    usable = _usable(trials)
+    usable = usable_trials(trials)
     for column, (marker, meaning) in ACCURACIES.items():
         part = usable[usable[column].notna()] if column in usable else usable.iloc[:0]
         if part.empty:

@@ -42,11 +42,10 @@ def varying_keys(trials: pd.DataFrame, searched: list[str]) -> list[str]:
     return [k for k in searched if k in trials and trials[k].dropna().astype(str).nunique() > 1]
 
 
-def rebuild_study(trials: pd.DataFrame, keys: list[str], value: str = "final_val_ppl"):
-    """An in-memory study with one COMPLETE trial per usable row (completed or pruned, with a value)."""
+def rebuild_study(usable: pd.DataFrame, keys: list[str], value: str = "final_val_ppl"):
+    """An in-memory study with one COMPLETE trial per row of `usable` (completed or pruned, with a value)."""
     import optuna
 
-    usable = trials[trials.outcome.isin(USABLE) & trials[value].notna()]
     distributions = {k: infer_distribution(usable[k]) for k in keys}
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory"
     study = optuna.create_study(direction="minimize")
@@ -87,7 +86,7 @@ def param_importances(trials: pd.DataFrame, searched: list[str], value: str = "f
     if len(keys) < 2:
         return Importance({}, f"skipped: {len(keys)} searched key(s) vary ({', '.join(keys) or 'none'}); "
                               "importance needs at least 2 to compare")
-    study = rebuild_study(trials, keys, value)
+    study = rebuild_study(usable, keys, value)
     evaluator, name = _evaluator()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ExperimentalWarning and small-sample warnings; the note says it instead

@@ -17,7 +17,7 @@ import pandas as pd
 
 from analysis import figures, tables
 from analysis.importance import param_importances
-from analysis.runs import FLOORS, Sweep, best_trial, fetch_sweep
+from analysis.runs import FAILED, FLOORS, Sweep, best_trial, fetch_sweep, usable_trials
 from trainer.cli import default_tracking_uri, exits_cleanly_on_bad_input
 
 ARTIFACT_DIR = "report"
@@ -82,7 +82,7 @@ def _section_importance(sweep: Sweep, out: Path, written: list[Path]) -> list[st
         lines += [""]
     lines += [f"Importance: {result.note}."]
     keys = [k for k in sweep.searched if k in sweep.trials]
-    usable = sweep.trials[~sweep.trials.outcome.isin(["diverged", "error"]) & sweep.trials.final_val_ppl.notna()]
+    usable = usable_trials(sweep.trials)
     if keys and len(usable) >= 2:
         written.append(out / "parallel_coordinates.png")
         figures.save(figures.parallel_coordinates(sweep.trials, keys), written[-1])
@@ -92,7 +92,7 @@ def _section_importance(sweep: Sweep, out: Path, written: list[Path]) -> list[st
 
 def _section_accuracy(sweep: Sweep, out: Path, written: list[Path]) -> list[str]:
     lines = ["## 5. Does a better language model make a better classifier?", ""]
-    usable = sweep.trials[~sweep.trials.outcome.isin(["diverged", "error"])]
+    usable = sweep.trials[~sweep.trials.outcome.isin(FAILED)]
     stats = {c: tables.correlation(usable.final_val_ppl, usable[c]) for c in figures.ACCURACIES if c in usable}
     if not any(s["n"] for s in stats.values()):
         return lines + ["No fine-tuning accuracies logged (fine-tuning off, or no trial completed)."]

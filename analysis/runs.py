@@ -19,6 +19,7 @@ from trainer.config import ConfigError
 
 FLOORS = ("floor_uniform", "floor_unigram", "floor_bigram")
 CURVE_KEYS = ("val_loss", "val_ppl")
+FAILED = ("diverged", "error")  # outcomes whose last value is not a result
 DIVERGED_LOSS = 1e4  # trainer.loop.DIVERGED_LOSS: the placeholder val_loss of a diverged eval, not a measurement
 TRIAL_COLUMNS = ("trial_id", "run_id", "run_name", "outcome", "status", "final_val_loss", "final_val_ppl",
                  "best_val_ppl", "finetune_acc", "finetune_acc_fewshot", "steps", "max_steps")
@@ -105,7 +106,7 @@ def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
         loss = mine[mine.key == "val_loss"].sort_values("step")
         ppl = mine[mine.key == "val_ppl"].sort_values("step")
         outcome = run.get("tags.gptsweep.outcome") or "unknown"
-        failed = outcome in ("diverged", "error")  # its last finite eval is not where the run ended
+        failed = outcome in FAILED  # its last finite eval is not where the run ended
         row = {"trial_id": trial_id, "run_id": run["run_id"], "run_name": run.get("tags.mlflow.runName"),
                "outcome": outcome, "status": run["status"],
                "final_val_loss": loss.value.iloc[-1] if len(loss) and not failed else math.nan,
@@ -172,10 +173,9 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
     curves = clean_curves(pd.DataFrame(curves, columns=["trial_id", "key", "step", "value"]))
     fallback = _number(parent.data.params.get("train.max_steps"))
     max_steps = {k: v if v is not None else fallback for k, v in max_steps.items()}
-    trials = trial_rows(runs, searched, curves, max_steps) if len(runs) else \
-        pd.DataFrame(columns=[*TRIAL_COLUMNS, *searched])
+    trials = trial_rows(runs, searched, curves, max_steps)
     floors = {k: v for k, v in parent.data.metrics.items() if k in FLOORS}
-    if not floors and len(runs):  # an older parent: the children carry them as well
+    if not floors:  # an older parent: the children carry them as well
         floors = {k[len("metrics."):]: runs[k].dropna().iloc[0] for k in runs.columns
                   if k[len("metrics."):] in FLOORS and runs[k].notna().any()}
     sweep = Sweep(experiment=experiment, run_id=parent_id, run_name=parent.info.run_name or parent_id,
@@ -189,7 +189,12 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
     return sweep
 
 
+def usable_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials with a final val_ppl that did not diverge or fail."""
+    return trials[~trials.outcome.isin(FAILED) & trials.final_val_ppl.notna()]
+
+
 def best_trial(trials: pd.DataFrame) -> pd.Series | None:
-    """The trial with the lowest final val_ppl among those that did not diverge or fail."""
-    ok = trials[~trials.outcome.isin(["diverged", "error"]) & trials.final_val_ppl.notna()]
+    """The usable trial with the lowest final val_ppl."""
+    ok = usable_trials(trials)
     return None if ok.empty else ok.loc[ok.final_val_ppl.idxmin()]

@@ -177,6 +177,17 @@ def test_learning_curves_without_floors_and_figure_width(asha_trials):
     assert width <= 1100 and fig.axes[0].get_xlabel() == "training step"
 
 
+def test_scatter_of_an_unfinished_sweep_shows_its_running_trials(asha_trials):
+    """A report taken while trials still run: their latest val_ppl is plotted (no completed trial needed)."""
+    running = asha_trials.assign(outcome=["running", "interrupted", "running", "pruned", "diverged"])
+    fig = figures.search_scatter(running, "optim.lr", "optim.warmup_steps")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["pruned (ASHA) (1)", "unfinished (3)", "diverged/error (1)"]
+    assert len(fig.axes) == 2  # the val_ppl colour bar
+    nothing_finished = figures.search_scatter(asha_trials.assign(outcome="running"), "optim.lr", "optim.warmup_steps")
+    assert nothing_finished.axes[0].get_legend_handles_labels()[1] == ["unfinished (4)"]  # e has no val_ppl yet
+
+
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["--experiment", "lr_warmup"]) == 2
