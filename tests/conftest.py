@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+SWEEP = [sys.executable, str(REPO / "sweeps" / "lr_warmup.py")]  # the main sweep, as a user runs it
 
 # One torch thread in the test process: Ray trials and CLI subprocesses share the 2 cores with it, and OpenMP
 # threads spin-waiting for a busy core made the suite ~20x slower under that contention (150 s vs 6.6 s).
@@ -59,3 +61,17 @@ def tiny_corpus(tmp_path, tiny_documents) -> Path:
     path = tmp_path / "tiny.txt"
     path.write_text("\n\n".join(tiny_documents) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def smoke_trainer(tiny_corpus):
+    """A factory of smoke-preset Pretrainers on the tiny corpus with a 300-token BPE: smoke_trainer(**overrides)."""
+    from trainer.config import build_config
+    from trainer.data import prepare_corpus
+    from trainer.loop import Pretrainer
+
+    def make(**overrides) -> Pretrainer:
+        cfg = build_config("smoke", {"data.source": str(tiny_corpus), "data.tokenizer": "bpe:300", **overrides})
+        corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
+        return Pretrainer(cfg, corpus, tokenizer)
+    return make

@@ -110,7 +110,8 @@ def test_importance_finds_the_parameter_that_matters(grid_trials):
 
 def test_importance_skips_with_a_note():
     one = make_trials([("a", 1e-3, 5, 100.0, 0.5, 100, "completed")])
-    assert param_importances(one, SEARCHED).values == {} and "need at least 2" in param_importances(one, SEARCHED).note
+    too_few = param_importances(one, SEARCHED)
+    assert too_few.values == {} and "need at least 2" in too_few.note
     same_warmup = make_trials([("a", 1e-3, 5, 100.0, 0.5, 100, "completed"), ("b", 1e-4, 5, 150.0, 0.5, 100, "pruned")])
     skipped = param_importances(same_warmup, SEARCHED)
     assert skipped.values == {} and "vary" in skipped.note

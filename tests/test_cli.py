@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_tiny_documents
+from conftest import SWEEP, make_tiny_documents
 
 TRAINER = [sys.executable, "-m", "trainer"]
-SWEEP = [sys.executable, str(REPO / "sweeps" / "lr_warmup.py")]
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from trainer.config import OptimConfig, build_config
-from trainer.data import prepare_corpus
-from trainer.loop import DIVERGED_LOSS, Pretrainer, lr_at, make_optimizer, resolve_precision
+from trainer.loop import DIVERGED_LOSS, lr_at, make_optimizer, resolve_precision
 from trainer.model import GPT
 
 
@@ -50,18 +49,8 @@ def test_precision_choices():
     assert resolve_precision("auto", cpu) in (torch.bfloat16, None)
 
 
-@pytest.fixture
-def smoke_run(tiny_corpus):
-    """A factory of smoke-preset Pretrainers on the tiny corpus with a 300-token BPE."""
-    def make(**overrides):
-        cfg = build_config("smoke", {"data.source": str(tiny_corpus), "data.tokenizer": "bpe:300", **overrides})
-        corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
-        return Pretrainer(cfg, corpus, tokenizer)
-    return make
-
-
-def test_loss_falls_well_below_the_uniform_level(smoke_run):
-    trainer = smoke_run(**{"train.max_steps": 60, "train.eval_every": 20, "optim.lr": 1e-2})
+def test_loss_falls_well_below_the_uniform_level(smoke_trainer):
+    trainer = smoke_trainer(**{"train.max_steps": 60, "train.eval_every": 20, "optim.lr": 1e-2})
     untrained = trainer.evaluate()["val_loss"]
     assert untrained == pytest.approx(math.log(trainer.corpus.vocab_size), abs=0.3)
     records = []
@@ -75,14 +64,14 @@ def test_loss_falls_well_below_the_uniform_level(smoke_run):
     assert len(records[-1].samples) == 3 and all(isinstance(s, str) and s for s in records[-1].samples)
 
 
-def test_same_seed_same_losses_on_cpu(smoke_run):
-    runs = [smoke_run(**{"train.precision": "fp32"}) for _ in range(2)]
+def test_same_seed_same_losses_on_cpu(smoke_trainer):
+    runs = [smoke_trainer(**{"train.precision": "fp32"}) for _ in range(2)]
     assert [r.run().metrics["val_loss"] for r in runs][0] == runs[1].history[-1]["val_loss"]
 
 
-def test_a_resumed_run_continues_exactly_where_it_stopped(smoke_run):
+def test_a_resumed_run_continues_exactly_where_it_stopped(smoke_trainer):
     settings = {"train.precision": "fp32", "model.dropout": 0.1}  # dropout: the RNG state must resume too
-    straight = smoke_run(**settings)
+    straight = smoke_trainer(**settings)
     straight.run()
 
     class Killed(Exception):
@@ -98,10 +87,10 @@ def test_a_resumed_run_continues_exactly_where_it_stopped(smoke_run):
         if record.metrics["step"] == 8:
             raise Killed
 
-    interrupted = smoke_run(**settings)
+    interrupted = smoke_trainer(**settings)
     with pytest.raises(Killed):
         interrupted.run(on_eval=checkpoint_then_die_at_step_8)
-    resumed = smoke_run(**settings)
+    resumed = smoke_trainer(**settings)
     checkpoint.seek(0)
     resumed.load_state_dict(torch.load(checkpoint, weights_only=False))
     resumed.run()
@@ -112,14 +101,14 @@ def test_a_resumed_run_continues_exactly_where_it_stopped(smoke_run):
         assert torch.equal(a, b)
 
 
-def test_a_run_loaded_at_its_end_reports_that_end_again_without_training(smoke_run):
+def test_a_run_loaded_at_its_end_reports_that_end_again_without_training(smoke_trainer):
     """A crash between saving the last checkpoint and Tune taking its report restarts the trial at its end: the
     end (finished, or diverged) must be reported again, so the trial's last result is not an older one."""
     for settings in ({"train.precision": "fp32"},
                      {"optim.lr": 1e4, "optim.grad_clip": 0, "optim.warmup_steps": 0, "train.precision": "fp32"}):
-        ended = smoke_run(**settings)
+        ended = smoke_trainer(**settings)
         ended.run()
-        restarted = smoke_run(**settings)
+        restarted = smoke_trainer(**settings)
         restarted.load_state_dict(ended.state_dict())
         records = []
         record = restarted.run(on_eval=records.append)
@@ -127,8 +116,8 @@ def test_a_run_loaded_at_its_end_reports_that_end_again_without_training(smoke_r
         assert restarted.step == ended.step and len(restarted.history) == len(ended.history)
 
 
-def test_a_diverging_run_stops_and_reports_a_finite_worst_loss(smoke_run):
-    trainer = smoke_run(**{"optim.lr": 1e4, "optim.grad_clip": 0, "optim.warmup_steps": 0,
+def test_a_diverging_run_stops_and_reports_a_finite_worst_loss(smoke_trainer):
+    trainer = smoke_trainer(**{"optim.lr": 1e4, "optim.grad_clip": 0, "optim.warmup_steps": 0,
                            "train.max_steps": 50, "train.precision": "fp32"})
     record = trainer.run()
     assert record.metrics["diverged"] == 1.0

@@ -13,7 +13,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,14 +22,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO
+from conftest import REPO, SWEEP
 from sweeps.runner import Dim, run_sweep
 from test_sweeps import inputs, runs_of, sweep_args  # noqa: F401  (inputs is a module fixture)
-from trainer.config import build_config
-from trainer.data import prepare_corpus
-from trainer.loop import DIVERGED_LOSS, Pretrainer
-
-SWEEP = [sys.executable, str(REPO / "sweeps" / "lr_warmup.py")]
+from trainer.loop import DIVERGED_LOSS
 
 
 def steps_of(client: MlflowClient, run_id: str, key: str = "val_loss") -> list[int]:
@@ -39,15 +34,6 @@ def steps_of(client: MlflowClient, run_id: str, key: str = "val_loss") -> list[i
 
 def strictly_increasing(steps: list[int]) -> bool:
     return all(a < b for a, b in zip(steps, steps[1:]))
-
-
-@pytest.fixture
-def smoke_trainer(tiny_corpus):
-    def make(**overrides) -> Pretrainer:
-        cfg = build_config("smoke", {"data.source": str(tiny_corpus), "data.tokenizer": "bpe:300", **overrides})
-        corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
-        return Pretrainer(cfg, corpus, tokenizer)
-    return make
 
 
 # --- 1. divergence -----------------------------------------------------------------------------------------
@@ -224,12 +210,8 @@ def test_an_interrupted_sweep_stops_cleanly_and_resume_finishes_it(tiny_corpus, 
     command = err.split("continue from their last checkpoints with:\n", 1)[1].splitlines()[0].strip()
     assert command.startswith(f"cd {shlex.quote(str(tmp_path))} && ") and command.endswith(" --resume")
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment_id = client.get_experiment_by_name("lr_warmup").experiment_id
-    parent, = client.search_runs([experiment_id], "tags.`gptsweep.role` = 'sweep'")
+    client, (parent,), (first, second) = runs_of(tmp_path, "lr_warmup")
     assert parent.info.status == "KILLED"  # not left RUNNING while it waits for --resume
-    children = client.search_runs([experiment_id], "tags.`gptsweep.role` = 'trial'", order_by=["start_time"])
-    first, second = children
     assert (first.info.status, first.data.tags["gptsweep.outcome"]) == ("FINISHED", "completed")
     assert (second.info.status, second.data.tags["gptsweep.outcome"]) == ("KILLED", "interrupted")
     if signum == signal.SIGINT:
@@ -237,8 +219,7 @@ def test_an_interrupted_sweep_stops_cleanly_and_resume_finishes_it(tiny_corpus, 
 
     resumed = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    parents = client.search_runs([experiment_id], "tags.`gptsweep.role` = 'sweep'")
-    after = client.search_runs([experiment_id], "tags.`gptsweep.role` = 'trial'", order_by=["start_time"])
+    _, parents, after = runs_of(tmp_path, "lr_warmup")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert [c.info.run_id for c in after] == [first.info.run_id, second.info.run_id]
     assert all((c.info.status, c.data.tags["gptsweep.outcome"]) == ("FINISHED", "completed") for c in after)

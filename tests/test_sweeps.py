@@ -5,12 +5,10 @@ Each sweep uses the smoke preset on a 300-document corpus with a 300-token BPE: 
 from __future__ import annotations
 
 import csv
-import os
 
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
-from ray import tune
 
 from sweeps.lr_warmup import space as lr_warmup_space
 from sweeps.runner import Dim, run_sweep
@@ -45,10 +43,10 @@ def sweep_args(root, experiment: str, *extra: str) -> list[str]:
 
 
 def runs_of(root, experiment: str):
-    """(parent runs, child runs) of an experiment."""
+    """(client, parent runs, child runs in start order) of an experiment."""
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id], max_results=1000)
+    runs = client.search_runs([experiment_id], max_results=1000, order_by=["start_time"])
     parents = [r for r in runs if r.data.tags.get("gptsweep.role") == "sweep"]
     children = [r for r in runs if r.data.tags.get("gptsweep.role") == "trial"]
     return client, parents, children
