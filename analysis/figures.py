@@ -19,7 +19,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from analysis.runs import FAILED, usable_trials  # noqa: E402
+from analysis.runs import failed, usable_trials  # noqa: E402
+from trainer import results as R  # noqa: E402
 
 DPI = 110
 WIDTH = 9.5  # inches: 1045 px at DPI
@@ -95,10 +96,10 @@ def search_scatter(trials: pd.DataFrame, x_key: str, y_key: str | None):
         if len(part):
             ax.scatter(part[x_key], part[y_col], c=part.final_val_ppl, cmap=CMAP, norm=norm, marker=marker,
                        s=70, edgecolors="black", linewidths=0.5, label=f"{label} ({len(part)})")
-    failed = trials[trials.outcome.isin(FAILED)]
-    if len(failed) and y_key is not None:
-        ax.scatter(failed[x_key], failed[y_col], marker="x", s=70, color="0.5",
-                   label=f"diverged/error ({len(failed)})")
+    failed_trials = trials[failed(trials)]
+    if len(failed_trials) and y_key is not None:
+        ax.scatter(failed_trials[x_key], failed_trials[y_col], marker="x", s=70, color="0.5",
+                   label=f"diverged/error ({len(failed_trials)})")
     if log_scale(trials[x_key]) or "lr" in x_key.split(".")[-1]:
         ax.set_xscale("log")
     if y_key is None and log_scale(usable.final_val_ppl):
@@ -136,7 +137,7 @@ def learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, floors: dict[str
         if curve.empty:
             continue
         ppl = trial.final_val_ppl
-        color = "0.6" if trial.outcome in FAILED or pd.isna(ppl) else cmap(norm(ppl))
+        color = "0.6" if trial.outcome in R.FAILED_OUTCOMES or pd.isna(ppl) else cmap(norm(ppl))
         label = f"{trial.trial_id} {trial.outcome}, {short(ppl)}" if rank < MAX_LABELLED else None
         ax.plot(curve.step, curve.value, color=color, marker="o", markersize=3, linewidth=1.6,
                 linestyle="--" if trial.outcome == "pruned" else "-", label=label)

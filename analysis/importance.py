@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-USABLE = ("completed", "pruned")  # diverged runs report a placeholder loss; errored ones report nothing useful
+from analysis.runs import failed
+
 
 
 @dataclass
@@ -80,7 +81,7 @@ def param_importances(trials: pd.DataFrame, searched: list[str], value: str = "f
     import optuna
 
     keys = varying_keys(trials, searched)
-    usable = trials[trials.outcome.isin(USABLE) & trials[value].notna()] if value in trials else trials.iloc[:0]
+    usable = trials[~failed(trials) & trials[value].notna()] if value in trials else trials.iloc[:0]
     if len(usable) < 2:
         return Importance({}, f"skipped: {len(usable)} completed/pruned trial(s) with a {value}; need at least 2")
     if len(keys) < 2:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from analysis import figures, tables
 from analysis.importance import param_importances
-from analysis.runs import FAILED, FLOORS, Sweep, best_trial, fetch_sweep, usable_trials
+from analysis.runs import FLOORS, Sweep, best_trial, failed, fetch_sweep, usable_trials
 from trainer.cli import default_tracking_uri, exits_cleanly_on_bad_input
 
 ARTIFACT_DIR = "report"
@@ -92,7 +92,7 @@ def _section_importance(sweep: Sweep, out: Path, written: list[Path]) -> list[st
 
 def _section_accuracy(sweep: Sweep, out: Path, written: list[Path]) -> list[str]:
     lines = ["## 5. Does a better language model make a better classifier?", ""]
-    usable = sweep.trials[~sweep.trials.outcome.isin(FAILED)]
+    usable = sweep.trials[~failed(sweep.trials)]
     stats = {c: tables.correlation(usable.final_val_ppl, usable[c]) for c in figures.ACCURACIES if c in usable}
     if not any(s["n"] for s in stats.values()):
         return lines + ["No fine-tuning accuracies logged (fine-tuning off, or no trial completed)."]
@@ -135,8 +135,9 @@ def build_report(sweep: Sweep, out: Path) -> tuple[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     best = best_trial(sweep.trials)
-    fixed = ", ".join(f"{k}={sweep.params[k]}" for k in ("preset", "data.source", "data.tokenizer", "train.seed")
-                      if k in sweep.params)
+    # "preset" is how sweeps made before trainer.results named it
+    fixed = ", ".join(f"{k.removeprefix('sweep.')}={sweep.params[k]}" for k in
+                      ("sweep.preset", "preset", "data.source", "data.tokenizer", "train.seed") if k in sweep.params)
     head = [f"# Sweep report: {sweep.run_name}", "",
             f"Experiment `{sweep.experiment}`, parent run `{sweep.run_id}` ({sweep.status}); "
             f"search {sweep.search or '?'}, scheduler {sweep.params.get('sweep.scheduler', '?')}; "

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from trainer import results as R
+from trainer.cli import sqlite_path
 from trainer.config import ConfigError
 
 FLOORS = ("floor_uniform", "floor_unigram", "floor_bigram")
 CURVE_KEYS = ("val_loss", "val_ppl")
-FAILED = ("diverged", "error")  # outcomes whose last value is not a result
-DIVERGED_LOSS = 1e4  # trainer.loop.DIVERGED_LOSS: the placeholder val_loss of a diverged eval, not a measurement
 TRIAL_COLUMNS = ("trial_id", "run_id", "run_name", "outcome", "status", "final_val_loss", "final_val_ppl",
                  "best_val_ppl", "finetune_acc", "finetune_acc_fewshot", "steps", "max_steps")
 
@@ -48,8 +48,8 @@ class Sweep:
 
 def check_uri(uri: str) -> None:
     """Refuse a SQLite URI whose file is missing: MLflow would silently create an empty database there."""
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):])
+    path = sqlite_path(uri)
+    if path is not None:
         if not path.is_file():
             raise ConfigError(f"no MLflow database at {path}; run a sweep from that folder first "
                               f"or pass --mlflow-uri sqlite:////abs/path/mlflow.db")
@@ -70,7 +70,7 @@ def _number(text):
 
 
 def find_parent(client, experiment: str, run_id: str | None):
-    """The sweep's parent run: `run_id`, else the latest run tagged gptsweep.role=sweep."""
+    """The sweep's parent run: `run_id`, else the latest run tagged gptsweep.role=sweep (trainer.results)."""
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(experiment)
@@ -84,11 +84,11 @@ def find_parent(client, experiment: str, run_id: str | None):
         except MlflowException:
             raise ConfigError(f"no run with id '{run_id}'; drop --run to take the latest sweep of "
                               f"'{experiment}'") from None
-        if run.info.experiment_id != exp.experiment_id or run.data.tags.get("gptsweep.role") != "sweep":
+        if run.info.experiment_id != exp.experiment_id or run.data.tags.get(R.ROLE) != R.ROLE_SWEEP:
             raise ConfigError(f"run '{run_id}' is not a sweep (parent) run of experiment '{experiment}'; "
                               "pass a parent run id (tag gptsweep.role=sweep) or drop --run")
         return run
-    runs = client.search_runs([exp.experiment_id], "tags.`gptsweep.role` = 'sweep'",
+    runs = client.search_runs([exp.experiment_id], f"tags.`{R.ROLE}` = '{R.ROLE_SWEEP}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise ConfigError(f"experiment '{experiment}' has no sweep runs (tag gptsweep.role=sweep); "
@@ -101,12 +101,12 @@ def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
     """One row per trial from `mlflow.search_runs` output (columns params.*, metrics.*, tags.*) and the curves."""
     rows = []
     for _, run in runs.iterrows():
-        trial_id = run.get("tags.gptsweep.trial_id")
+        trial_id = run.get(f"tags.{R.TRIAL_ID}")
         mine = curves[curves.trial_id == trial_id]
         loss = mine[mine.key == "val_loss"].sort_values("step")
         ppl = mine[mine.key == "val_ppl"].sort_values("step")
-        outcome = run.get("tags.gptsweep.outcome") or "unknown"
-        failed = outcome in FAILED  # its last finite eval is not where the run ended
+        outcome = run.get(f"tags.{R.OUTCOME}") or "unknown"
+        failed = outcome in R.FAILED_OUTCOMES  # its last finite eval is not where the run ended
         row = {"trial_id": trial_id, "run_id": run["run_id"], "run_name": run.get("tags.mlflow.runName"),
                "outcome": outcome, "status": run["status"],
                "final_val_loss": loss.value.iloc[-1] if len(loss) and not failed else math.nan,
@@ -122,9 +122,8 @@ def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
 
 def clean_curves(curves: pd.DataFrame) -> pd.DataFrame:
     """Drop the diverged placeholders (val_loss 1e4, val_ppl e^50): they are flags, not measurements."""
-    placeholder = ((curves.key == "val_loss") & (curves.value >= DIVERGED_LOSS)) | \
-                  ((curves.key == "val_ppl") & (curves.value >= math.exp(50.0) * 0.999))
-    return curves[~placeholder].reset_index(drop=True)
+    placeholder = [R.is_placeholder(key, value) for key, value in zip(curves.key, curves.value)]
+    return curves[~pd.Series(placeholder, index=curves.index, dtype=bool)].reset_index(drop=True)
 
 
 def _history(client, run_id: str, trial_id: str) -> list[dict]:
@@ -162,12 +161,12 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
     client = MlflowClient(uri)
     parent = find_parent(client, experiment, run_id)
     parent_id = parent.info.run_id
-    searched = [k for k in parent.data.tags.get("gptsweep.searched", "").split(",") if k]
-    runs = mlflow.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent_id}'",
+    searched = [k for k in parent.data.tags.get(R.SEARCHED, "").split(",") if k]
+    runs = mlflow.search_runs([parent.info.experiment_id], f"tags.`{R.PARENT_RUN_ID}` = '{parent_id}'",
                               output_format="pandas")
     curves, max_steps = [], {}
     for _, run in runs.iterrows():
-        trial_id = run.get("tags.gptsweep.trial_id")
+        trial_id = run.get(f"tags.{R.TRIAL_ID}")
         curves += _history(client, run["run_id"], trial_id)
         max_steps[trial_id] = _max_steps(client, run["run_id"])
     curves = clean_curves(pd.DataFrame(curves, columns=["trial_id", "key", "step", "value"]))
@@ -190,11 +189,16 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
 
 
 def usable_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """The trials with a final val_ppl that did not diverge or fail."""
-    return trials[~trials.outcome.isin(FAILED) & trials.final_val_ppl.notna()]
+    """The trials with a final val_ppl that did not diverge or fail (pruned ones included: shorter runs)."""
+    return trials[~failed(trials) & trials.final_val_ppl.notna()]
+
+
+def failed(trials: pd.DataFrame) -> pd.Series:
+    """Per trial: did it diverge or error (its last value is then not a result)?"""
+    return trials.outcome.isin(R.FAILED_OUTCOMES)
 
 
 def best_trial(trials: pd.DataFrame) -> pd.Series | None:
-    """The usable trial with the lowest final val_ppl."""
-    ok = usable_trials(trials)
+    """The completed trial with the lowest final val_ppl (trainer.results.counts_for_best)."""
+    ok = trials[[R.counts_for_best(o, v) for o, v in zip(trials.outcome, trials.final_val_ppl)]]
     return None if ok.empty else ok.loc[ok.final_val_ppl.idxmin()]

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.runs import FAILED
+from analysis.runs import failed
 
 SUMMARY_METRICS = {"final_val_ppl": "final val_ppl", "best_val_ppl": "best val_ppl", "finetune_acc": "finetune_acc",
                    "finetune_acc_fewshot": "finetune_acc_fewshot", "steps": "steps", "outcome": "outcome"}
@@ -53,7 +53,7 @@ def to_markdown(table: pd.DataFrame) -> str:
 def grid_pivot(trials: pd.DataFrame, x_key: str, y_key: str, value: str = "final_val_ppl") -> pd.DataFrame:
     """Mean `value` per (y, x) cell of a grid sweep: rows are y_key values, columns x_key values, both sorted;
     cells without a usable trial (diverged, error, missing) are NaN."""
-    ok = trials[~trials.outcome.isin(FAILED)]
+    ok = trials[~failed(trials)]
     table = ok.pivot_table(index=y_key, columns=x_key, values=value, aggfunc="mean")
     return table.reindex(index=sorted(trials[y_key].dropna().unique()),
                          columns=sorted(trials[x_key].dropna().unique()))

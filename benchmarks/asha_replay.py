@@ -1,7 +1,7 @@
 """Replays Ray Tune's ASHA rule on a finished grid's learning curves: what each grace period and reduction factor
 would have spent and found, without training again.
 
-    python benchmarks/asha_savings.py          (prints the replay under "replay")
+    python -m benchmarks.asha_savings          (prints the replay under "replay")
 
 A full-budget (FIFO) sweep records every trial's val_loss at every eval. Under ASHA the trials would have produced
 the same values up to the step where they were stopped (same seed, same data order, same schedule), so a sweep

@@ -1,6 +1,6 @@
 """Helpers shared by the sweep benchmarks: run a real sweep through `run_sweep`, read back what its trials did.
 
-    python benchmarks/sweep_overhead.py     python benchmarks/asha_savings.py     (the users of this module)
+    python -m benchmarks.sweep_overhead     python -m benchmarks.asha_savings     (the users of this module)
 
 Per trial, the sweep's MLflow child run holds every report's `tokens_per_s` at its `step`: the loop's own
 measure over the steps since the previous report (training steps only: no eval, sampling, checkpoint or
@@ -13,19 +13,12 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import os
 import re
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("GPTSWEEP_DATA_DIR") or REPO.parent / "shared" / "data")
-
+from trainer import results as R
 
 @dataclass
 class Trial:
@@ -66,7 +59,7 @@ class _Tee(io.TextIOBase):
 def run_sweep_captured(name: str, space, argv: list[str], tracking_uri: str, experiment: str,
                        tokens_per_step: int, echo: bool) -> SweepRun:
     """run_sweep (grid search by default) with its console captured; then its trials, as MLflow recorded them."""
-    from sweeps.runner import run_sweep
+    from sweeps.launch import run_sweep
 
     captured = io.StringIO()
     started_epoch, started = time.time(), time.perf_counter()
@@ -84,7 +77,7 @@ def read_trials(tracking_uri: str, experiment: str, tokens_per_step: int) -> lis
 
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id], "tags.`gptsweep.role` = 'trial'", max_results=1000)
+    runs = client.search_runs([experiment_id], f"tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'", max_results=1000)
     trials = []
     for run in runs:
         speeds = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "tokens_per_s"))

@@ -1,9 +1,10 @@
-"""python benchmarks/throughput.py [--preset seed] [--steps 24] [--rounds 12] [--threads 2] [--plain] [--json]
+"""python -m benchmarks.throughput [--preset seed] [--steps 24] [--rounds 12] [--threads 2] [--precision auto] [--plain] [--json]
 
 Training tokens/s of our GPT + loop (the real `Pretrainer.train_step`) against `transformers.GPT2LMHeadModel`
 built with the same config (vocabulary, layers, width, heads, context, dropout, tied embeddings, GELU-tanh,
 LayerNorm eps) and started from the SAME weights, fed the same batches, with the same AdamW (groups, lr
-schedule, betas, fused/foreach flag), bf16 autocast, gradient clipping and threads. The two alternate in
+schedule, betas, fused/foreach flag), autocast precision (`--precision`, default `auto`: what the loop picks on
+this machine, bf16 only where the CPU/GPU does it natively), gradient clipping and threads. The two alternate in
 rounds (ours, HF, ours, HF, ...) so that a noisy shared machine slows both alike; every speed is reported as
 the median over rounds of the paired ratio. Before each round a large bf16 matmul measures this machine's
 peak, so `peak_fraction` (achieved model FLOP/s over peak) pairs each round with its own peak.
@@ -11,13 +12,12 @@ peak, so `peak_fraction` (achieved model FLOP/s over peak) pairs each round with
 FLOPs per token = 6·N + 12·L·T·d (PaLM/nanoGPT convention: N = the weights of every matmul, the tied output
 layer included, embeddings lookups excluded; attention scores and values counted over the full context T).
 Loss parity: both models' mean training loss over the last round and their validation loss at the end, on
-wikitext-2 (../shared/data, GPT-2 tokenizer) when present, else on random tokens. `--plain` adds a third
+wikitext-2 (GPTSWEEP_DATA_DIR, GPT-2 tokenizer) when present, else on random tokens. `--plain` adds a third
 runner: our model with the pre-fusion output layer (bf16 logits → fp32 cross-entropy), as "before".
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
@@ -28,20 +28,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.config import DataConfig, build_config
+from benchmarks.common import emit
+from trainer.config import DataConfig, build_config, with_vocab_size
 from trainer.data import ChunkBatcher, Corpus, prepare_corpus
 from trainer.loop import Pretrainer, lr_at
 from trainer.model import GPT
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sweep_results import data_dir  # noqa: E402
+from trainer.sources import local_copy
 
 
 def load_corpus(context_length: int) -> tuple[Corpus, str]:
     """wikitext-2 (test split) with the GPT-2 tokenizer from the shared data folder, else random GPT-2 tokens."""
-    root = data_dir()
-    text, tokenizer = root / "wikitext-2" / "wiki.test.raw", root / "gpt2_tokenizer"
-    if text.is_file() and tokenizer.is_dir():
+    wikitext, tokenizer = local_copy("wikitext-2"), local_copy("gpt2_tokenizer")
+    text = wikitext / "wiki.test.raw" if wikitext else None
+    if text is not None and text.is_file() and tokenizer is not None:
         corpus, _ = prepare_corpus(DataConfig(source=str(text), tokenizer=str(tokenizer)), context_length)
         return corpus, f"wikitext-2 wiki.test.raw, GPT-2 tokenizer ({len(corpus.train):,} training tokens)"
     rng = np.random.default_rng(0)
@@ -189,88 +188,94 @@ def timed_steps(runner, steps: int, device: torch.device) -> tuple[float, list[f
     return time.perf_counter() - started, losses
 
 
+def alternate(runners: dict, rounds: int, per_round: int, device: torch.device, log) -> tuple[dict, dict, list]:
+    """Each runner in turn, `rounds` times, with this machine's matmul peak measured before every round."""
+    times = {name: [] for name in runners}
+    losses = {name: [] for name in runners}
+    peaks = []
+    for r in range(rounds):
+        peaks.append(measure_peak(device))
+        for name, runner in runners.items():
+            elapsed, round_losses = timed_steps(runner, per_round, device)
+            times[name].append(elapsed)
+            losses[name] = round_losses
+        log(f"round {r + 1}/{rounds}: peak {peaks[-1]:.3f} TFLOP/s, " + ", ".join(
+            f"{n}: {per_round / times[n][-1]:.2f} steps/s" for n in runners))
+    return times, losses, peaks
+
+
+def summarize(runners: dict, tps: dict, losses: dict, peaks: list, fpt: float) -> dict:
+    """Medians over rounds: ours against HF's faster attention in this run (the strongest honest peer)."""
+    best_hf = max((n for n in runners if n.startswith("hf_")), key=lambda n: statistics.median(tps[n]))
+    ratios = [a / b for a, b in zip(tps["ours"], tps[best_hf])]
+    result = {
+        "tokens_per_s": round(statistics.median(tps["ours"]), 1),
+        "hf_tokens_per_s": round(statistics.median(tps[best_hf]), 1), "hf_attention": best_hf[3:],
+        "ratio_vs_hf": round(statistics.median(ratios), 3), "ratio_vs_hf_per_round": [round(r, 3) for r in ratios],
+        **{f"{n}_tokens_per_s": round(statistics.median(tps[n]), 1) for n in runners if n.startswith("hf_")},
+        "peak_tflops": round(statistics.median(peaks), 4), "peak_tflops_per_round": [round(p, 4) for p in peaks],
+        "flops_per_token": fpt, "achieved_tflops": round(statistics.median(tps["ours"]) * fpt / 1e12, 4),
+        "peak_fraction": round(statistics.median([t * fpt / 1e12 / p for t, p in zip(tps["ours"], peaks)]), 3),
+        "hf_peak_fraction": round(statistics.median([t * fpt / 1e12 / p for t, p in zip(tps[best_hf], peaks)]), 3),
+        "loss": round(statistics.fmean(losses["ours"]), 4), "hf_loss": round(statistics.fmean(losses[best_hf]), 4),
+        "loss_round_std": round(statistics.pstdev(losses["ours"] + losses[best_hf]), 4),
+        "val_loss": round(runners["ours"].evaluate()["val_loss"], 4),
+        "hf_val_loss": round(runners[best_hf].evaluate(runners["ours"].val), 4),  # the same validation batches
+    }
+    if "plain" in runners:
+        result["plain_tokens_per_s"] = round(statistics.median(tps["plain"]), 1)
+        result["ratio_vs_plain"] = round(statistics.median([a / b for a, b in zip(tps["ours"], tps["plain"])]), 3)
+        result["plain_loss"] = round(statistics.fmean(losses["plain"]), 4)
+    return result
+
+
+def measure(preset: str = "seed", steps: int = 24, rounds: int = 12, warmup: int = 2, threads: int = 2,
+            precision: str = "auto", plain: bool = False, hf_attn: str = "both", log=lambda *a: None) -> dict:
+    """Tokens/s of our loop and its peers over alternating rounds, with loss parity."""
+    per_round = max(1, steps // rounds)
+    total = warmup + per_round * rounds
+    # The preset's model and batch; a short warmup + cosine over the benchmark's own steps so that the loss
+    # actually moves and loss parity means something (the schedule does not change the speed).
+    cfg = build_config(preset, {"train.precision": precision, "train.threads": threads,
+                                "train.max_steps": total, "optim.warmup_steps": max(1, total // 10)})
+    torch.set_num_threads(threads)
+    corpus, data_note = load_corpus(cfg.model.context_length)
+    cfg = with_vocab_size(cfg, corpus.vocab_size)
+    ours = Pretrainer(cfg, corpus, tokenizer=None)
+    attns = ("sdpa", "eager") if hf_attn == "both" else (hf_attn,)
+    runners = {"ours": ours, **{f"hf_{a}": HFPeer(ours, a) for a in attns}}
+    if plain:
+        runners["plain"] = plain_pretrainer(cfg, corpus)
+    device, tokens_per_step, fpt = ours.device, cfg.train.batch_size * cfg.model.context_length, flops_per_token(
+        ours.model)
+    log(f"{preset}: {ours.model.num_parameters():,} parameters, {fpt / 1e6:.1f} MFLOP/token, {data_note}")
+    for runner in runners.values():
+        timed_steps(runner, warmup, device)
+    times, losses, peaks = alternate(runners, rounds, per_round, device, log)
+    tps = {n: [per_round * tokens_per_step / t for t in ts] for n, ts in times.items()}
+    return {"preset": preset, "device": device_name(device, threads), "data": data_note,
+            "precision": f"{ours.autocast_dtype or 'fp32'} (train.precision={precision})",
+            "tokens_per_step": tokens_per_step, "steps_per_model": per_round * rounds, "rounds": rounds,
+            **summarize(runners, tps, losses, peaks, fpt)}
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python benchmarks/throughput.py")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput")
     parser.add_argument("--preset", default="seed")
     parser.add_argument("--steps", type=int, default=24, help="timed training steps per model (split into rounds)")
     parser.add_argument("--rounds", type=int, default=12, help="alternations of ours/HF")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="autocast, as train.precision (default: what the loop picks on this machine)")
     parser.add_argument("--plain", action="store_true", help="also time our pre-fusion output layer")
     parser.add_argument("--hf-attn", default="both", choices=("both", "sdpa", "eager"),
                         help="the HF model's attention implementation(s); with both, the faster one is the peer")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
-
-    per_round = max(1, args.steps // args.rounds)
-    total = args.warmup + per_round * args.rounds
-    # The preset's model, batch and precision; a short warmup + cosine over the benchmark's own steps so that
-    # the loss actually moves and loss parity means something (the schedule does not change the speed).
-    cfg = build_config(args.preset, {"train.precision": "bf16", "train.threads": args.threads,
-                                     "train.max_steps": total, "optim.warmup_steps": max(1, total // 10)})
-    torch.set_num_threads(args.threads)
-    corpus, data_note = load_corpus(cfg.model.context_length)
-    ours = Pretrainer(cfg, corpus, tokenizer=None)
-    attns = ("sdpa", "eager") if args.hf_attn == "both" else (args.hf_attn,)
-    runners = {"ours": ours, **{f"hf_{a}": HFPeer(ours, a) for a in attns}}
-    if args.plain:
-        runners["plain"] = plain_pretrainer(cfg, corpus)
-    device = ours.device
-    tokens_per_step = cfg.train.batch_size * cfg.model.context_length
-    fpt = flops_per_token(ours.model)
-    log(f"{args.preset}: {ours.model.num_parameters():,} parameters, {fpt / 1e6:.1f} MFLOP/token, {data_note}")
-
-    for name, runner in runners.items():
-        timed_steps(runner, args.warmup, device)
-    times = {name: [] for name in runners}
-    losses = {name: [] for name in runners}
-    peaks = []
-    for r in range(args.rounds):
-        peaks.append(measure_peak(device))
-        for name, runner in runners.items():
-            elapsed, round_losses = timed_steps(runner, per_round, device)
-            times[name].append(elapsed)
-            losses[name] = round_losses
-        log(f"round {r + 1}/{args.rounds}: peak {peaks[-1]:.3f} TFLOP/s, " + ", ".join(
-            f"{n} {per_round * tokens_per_step / times[n][-1]:.0f} tok/s" for n in runners))
-
-    tps = {n: [per_round * tokens_per_step / t for t in ts] for n, ts in times.items()}
-    # The peer is HF's faster attention implementation in this run (the strongest honest baseline).
-    best_hf = max((n for n in runners if n.startswith("hf_")), key=lambda n: statistics.median(tps[n]))
-    hf = runners[best_hf]
-    ratios = [a / b for a, b in zip(tps["ours"], tps[best_hf])]
-    fractions = [t * fpt / 1e12 / p for t, p in zip(tps["ours"], peaks)]
-    result = {
-        "preset": args.preset, "device": device_name(device, args.threads), "data": data_note,
-        "precision": "bf16 autocast", "tokens_per_step": tokens_per_step,
-        "steps_per_model": per_round * args.rounds, "rounds": args.rounds,
-        "tokens_per_s": round(statistics.median(tps["ours"]), 1),
-        "hf_tokens_per_s": round(statistics.median(tps[best_hf]), 1),
-        "hf_attention": best_hf[3:],
-        "ratio_vs_hf": round(statistics.median(ratios), 3),
-        "ratio_vs_hf_per_round": [round(r, 3) for r in ratios],
-        **{f"{n}_tokens_per_s": round(statistics.median(tps[n]), 1) for n in runners if n.startswith("hf_")},
-        "peak_tflops": round(statistics.median(peaks), 4),
-        "peak_tflops_per_round": [round(p, 4) for p in peaks],
-        "flops_per_token": fpt,
-        "achieved_tflops": round(statistics.median(tps["ours"]) * fpt / 1e12, 4),
-        "peak_fraction": round(statistics.median(fractions), 3),
-        "hf_peak_fraction": round(statistics.median(
-            [t * fpt / 1e12 / p for t, p in zip(tps[best_hf], peaks)]), 3),
-        "loss": round(statistics.fmean(losses["ours"]), 4),
-        "hf_loss": round(statistics.fmean(losses[best_hf]), 4),
-        "loss_round_std": round(statistics.pstdev(losses["ours"] + losses[best_hf]), 4),
-        "val_loss": round(ours.evaluate()["val_loss"], 4),
-        "hf_val_loss": round(hf.evaluate(ours.val), 4),  # the same validation batches
-    }
-    if args.plain:
-        result["plain_tokens_per_s"] = round(statistics.median(tps["plain"]), 1)
-        result["ratio_vs_plain"] = round(statistics.median(
-            [a / b for a, b in zip(tps["ours"], tps["plain"])]), 3)
-        result["plain_loss"] = round(statistics.fmean(losses["plain"]), 4)
-    print(json.dumps(result, indent=None if args.json else 1))
-    return result
+    return emit(measure(args.preset, args.steps, args.rounds, args.warmup, args.threads, args.precision,
+                        args.plain, args.hf_attn, log), args.json)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,33 @@
-"""Run a validated SweepPlan on Ray Tune: tokenize once, start or join Ray, fit, summarize.
+"""Run a sweep: plan it (exit 2 on bad input), then on Ray Tune: tokenize once, start or join Ray, fit, summarize.
 
-    python sweeps/lr_warmup.py --preset smoke --num-samples 2      (any sweep script ends here)
+    python sweeps/lr_warmup.py --preset smoke --num-samples 2      (every sweep script calls run_sweep)
 
 Ctrl+C (SIGINT) or SIGTERM stops the sweep the same way: Tune stops the trials, saves the experiment state and
-MLflow marks the sweep KILLED; the runner prints the command that resumes it and exits 128 + the signal number.
+MLflow marks the sweep KILLED; run_sweep prints the command that resumes it and exits 128 + the signal number.
 A second signal stops at once, skipping the final save (the resume then starts from Tune's last periodic save).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from sweeps.runner import REDUCTION_FACTOR, SweepPlan
-from trainer.config import ConfigError
-from trainer.data import prepare_corpus, prepare_finetune
+from sweeps.plan import REDUCTION_FACTOR, SearchSpace, SweepPlan, make_plan
+from sweeps.signals import StopOnSignal
+from trainer.cli import exits_cleanly_on_bad_input
+from trainer.config import ConfigError, config_from_params, with_vocab_size
+from trainer.results import counts_for_best, outcome_of
+
+# Ray prints advice a sweep user cannot act on; these keep the console to the progress table.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table lets us choose its columns
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no tensorboardX warning; MLflow is the log
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
 
 REPORTED = {"step": "step", "val_ppl": "val_ppl", "val_acc": "val_acc", "tokens_per_s": "tok/s",
             "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
@@ -67,50 +76,13 @@ def _start_ray(plan: SweepPlan) -> None:
                           "lower it or add GPU nodes")
 
 
-class StopOnSignal:
-    """SIGINT and SIGTERM both become Tune's own graceful stop (which it offers on SIGINT and SIGUSR1) while
-    `fit` runs; before Tune has installed its handler, and on a second signal, they raise KeyboardInterrupt."""
+@exits_cleanly_on_bad_input
+def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, default_search: str = "optuna") -> int:
+    """Entry point of every sweep script: plan (exit 2 on bad input), then launch Ray Tune.
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._saved: dict[int, object] = {}
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signal handlers can only be set from the main thread; Tune then leaves them alone too
-        self._env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours forwards to Tune's (registered on SIGUSR1)
-        self._saved = {s: signal.getsignal(s) for s in (*self.SIGNALS, signal.SIGUSR1)}
-        self.arm()
-        return self
-
-    def arm(self) -> None:
-        """(Re)install the handlers: connecting to Ray installs its C++ SIGTERM handler, which aborts the driver."""
-        if self._saved:
-            for s in self.SIGNALS:
-                signal.signal(s, self._handle)
-
-    def _handle(self, signum: int, frame) -> None:
-        tune_handler = signal.getsignal(signal.SIGUSR1)
-        if self.signum is not None or not callable(tune_handler) or tune_handler is self._saved[signal.SIGUSR1]:
-            self.signum = self.signum or signum
-            raise KeyboardInterrupt  # a second signal, or Tune not running yet: stop now
-        self.signum = signum
-        # os.write, not print: a handler that prints while the main thread prints raises "reentrant call".
-        os.write(2, f"\n{signal.Signals(signum).name}: stopping the trials and saving the sweep's state "
-                    "(send it again to stop at once)\n".encode())
-        tune_handler(signum, frame)
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._saved.items():
-            signal.signal(s, handler)
-        if self._saved:
-            if self._env is None:
-                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-            else:
-                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = self._env
+    Exit codes: 0 done (trials that diverged or errored are results, not failures), 2 bad input,
+    130 / 143 interrupted by SIGINT (Ctrl+C) / SIGTERM: the state is saved and the resume command printed."""
+    return launch(make_plan(name, space, argv, default_search))
 
 
 def launch(plan: SweepPlan) -> int:
@@ -126,17 +98,20 @@ def launch(plan: SweepPlan) -> int:
 def _set_up_tracking(plan: SweepPlan) -> None:
     """Import torch, Ray Tune and MLflow and create the sweep's experiment (a fresh database: ~2 s of schema
     migrations). Only after the data is ready: bad input fails fast, without seconds of importing them."""
-    import trainer.trainable  # noqa: F401  (torch and Ray Tune)
-    from trainer.tracking import ensure_experiment
+    import sweeps.trainable  # noqa: F401  (torch and Ray Tune)
+    from sweeps.tracking import ensure_experiment
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "creating database tables" on every first run
     ensure_experiment(plan.tracking_uri, plan.experiment)
 
 
 def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
+    from trainer.data import prepare_corpus, prepare_finetune
+
     started = time.perf_counter()
     corpus, tokenizer = prepare_corpus(plan.cfg.data, plan.cfg.model.context_length)
     print(corpus.summary, flush=True)
+    plan = dataclasses.replace(plan, cfg=with_vocab_size(plan.cfg, corpus.vocab_size))
     finetune_data = prepare_finetune(plan.cfg.data, tokenizer, plan.cfg.finetune.max_length)
     prepared = time.perf_counter() - started
     from ray import tune  # (Ray's own modules are imported here, not in two threads at once)
@@ -149,9 +124,9 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
         stop.arm()
         tracking_ready.result()
 
+    from sweeps.trainable import train_gpt
+    from sweeps.tracking import MLflowTracking, mark_sweep
     from trainer.floors import loss_floors
-    from trainer.trainable import train_gpt
-    from trainer.tracking import MLflowTracking, mark_sweep
 
     trainable = tune.with_resources(
         tune.with_parameters(train_gpt, corpus=corpus, tokenizer=tokenizer, finetune_data=finetune_data),
@@ -197,14 +172,16 @@ def _print_resume(plan: SweepPlan, signum: int, wall_s: float) -> None:
 
 
 def _sweep_params(plan: SweepPlan) -> dict[str, object]:
-    return {**{k: v for k, v in plan.fixed.items() if v is not None}, "sweep.search": plan.search,
+    return {**{k: v for k, v in plan.fixed.items() if v is not None}, "sweep.preset": plan.preset,
+            "sweep.search": plan.search,
             "sweep.scheduler": plan.scheduler, "sweep.num_samples": plan.num_samples,
             "sweep.max_concurrent": plan.max_concurrent, "sweep.cpus_per_trial": plan.cpus_per_trial,
             "sweep.gpus_per_trial": plan.gpus_per_trial, "sweep.grace_steps": plan.grace_steps}
 
 
 def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float) -> None:
-    finished = [r for r in results if r.metrics and "val_ppl" in r.metrics and not r.metrics.get("diverged")]
+    finished = [r for r in results if r.metrics and counts_for_best(
+        outcome_of(r.metrics, config_from_params(r.config).train.max_steps), r.metrics.get("val_ppl"))]
     print(f"\nsweep finished in {wall_s:.0f}s ({prepared_s:.1f}s preparing data): {len(results)} trials, "
           f"{len(results.errors)} errors")
     if finished:

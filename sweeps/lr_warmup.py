@@ -9,7 +9,8 @@ import sys
 
 from ray import tune
 
-from sweeps.runner import Dim, run_sweep
+from sweeps.launch import run_sweep
+from sweeps.plan import Dim
 from trainer.config import RunConfig
 
 

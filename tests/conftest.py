@@ -66,12 +66,12 @@ def tiny_corpus(tmp_path, tiny_documents) -> Path:
 @pytest.fixture
 def smoke_trainer(tiny_corpus):
     """A factory of smoke-preset Pretrainers on the tiny corpus with a 300-token BPE: smoke_trainer(**overrides)."""
-    from trainer.config import build_config
+    from trainer.config import build_config, with_vocab_size
     from trainer.data import prepare_corpus
     from trainer.loop import Pretrainer
 
     def make(**overrides) -> Pretrainer:
         cfg = build_config("smoke", {"data.source": str(tiny_corpus), "data.tokenizer": "bpe:300", **overrides})
         corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
-        return Pretrainer(cfg, corpus, tokenizer)
+        return Pretrainer(with_vocab_size(cfg, corpus.vocab_size), corpus, tokenizer)
     return make

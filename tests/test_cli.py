@@ -61,7 +61,7 @@ CASES = [
     ("zero-heads", ["--set", "model.n_heads=0"], "must all be > 0", "ts"),
     ("lr-zero", ["--set", "optim.lr=0"], "optim.lr=0.0 must be a finite number > 0", "ts"),
     ("lr-negative", ["--set", "optim.lr=-1e-3"], "must be a finite number > 0", "ts"),
-    ("min-lr-above-lr", ["--set", "optim.lr=1e-3", "--set", "optim.min_lr=1e-2"], "optim.min_lr=0.01", "ts"),
+    ("min-lr-ratio-above-1", ["--set", "optim.min_lr_ratio=2"], "optim.min_lr_ratio=2.0", "ts"),
     ("warmup-longer-than-run", ["--set", "optim.warmup_steps=100"], "optim.warmup_steps=100", "ts"),
     ("batch-size-zero", ["--set", "train.batch_size=0"], "train.batch_size=0 must be > 0", "ts"),
     ("bpe-size-not-a-number", ["--tokenizer", "bpe:many"], "bpe:N must be an integer", "ts"),
@@ -134,7 +134,7 @@ def test_offline_hub_names_fail_within_2_seconds_saying_how_to_use_local_files(i
     """In-process (the imports are paid already): the time the failure itself takes, for both CLIs and both
     ways of being offline: HF_HUB_OFFLINE=1, and a hub endpoint that refuses connections."""
     from sweeps.lr_warmup import space
-    from sweeps.runner import run_sweep
+    from sweeps.launch import run_sweep
     from trainer.__main__ import main
 
     work = tmp_path / "work"

@@ -11,7 +11,7 @@ from trainer.model import GPT
 
 
 def test_warmup_starts_above_zero_and_cosine_ends_at_min_lr():
-    optim = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10)
+    optim = OptimConfig(lr=1e-3, min_lr_ratio=0.1, warmup_steps=10)
     assert lr_at(0, optim, 100) == pytest.approx(1e-4)  # lr/warmup, not 0
     assert lr_at(9, optim, 100) == pytest.approx(1e-3)  # the last warmup step reaches the peak
     assert lr_at(10, optim, 100) == pytest.approx(1e-3)
@@ -23,8 +23,8 @@ def test_warmup_starts_above_zero_and_cosine_ends_at_min_lr():
 
 
 def test_no_warmup_and_warmup_equal_to_the_run_are_both_well_defined():
-    assert lr_at(0, OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=0), 50) == pytest.approx(1e-3)
-    full = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=50)
+    assert lr_at(0, OptimConfig(lr=1e-3, min_lr_ratio=0.1, warmup_steps=0), 50) == pytest.approx(1e-3)
+    full = OptimConfig(lr=1e-3, min_lr_ratio=0.1, warmup_steps=50)
     assert [lr_at(s, full, 50) for s in (0, 49)] == pytest.approx([2e-5, 1e-3])
 
 

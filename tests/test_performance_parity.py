@@ -7,16 +7,14 @@ the plain path. Tiny shapes: the file runs in seconds.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import trainer.fused_loss as fused_loss
-from trainer.config import ModelConfig, build_config
+from trainer.config import ModelConfig, build_config, with_vocab_size
 from trainer.fused_loss import linear_cross_entropy
 from trainer.model import GPT, dropout
 
@@ -240,6 +238,7 @@ def test_training_steps_and_evaluation_match_the_plain_path(tiny_corpus):
     cfg = build_config("smoke", {"data.source": str(tiny_corpus), "data.tokenizer": "bpe:300",
                                  "train.precision": "fp32", "model.dropout": 0.0})
     corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
+    cfg = with_vocab_size(cfg, corpus.vocab_size)
     fast, slow = Pretrainer(cfg, corpus, tokenizer), Pretrainer(cfg, corpus, tokenizer)
     model = slow.model
     model.forward = lambda ids, targets=None, return_logits=True: GPT.forward(model, ids, targets, True)
@@ -262,10 +261,7 @@ def test_training_steps_and_evaluation_match_the_plain_path(tiny_corpus):
 def test_the_benchmarks_hf_peer_is_the_same_model(model):
     """benchmarks/throughput.py compares against GPT2LMHeadModel holding our weights: same function."""
     pytest.importorskip("transformers")
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-    spec = importlib.util.spec_from_file_location("throughput_benchmark", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchmarks import throughput as bench
     model.eval()
     ids, targets = torch.randint(0, 300, (2, 24)), torch.randint(0, 300, (2, 24))
     for attn in ("sdpa", "eager"):

@@ -1,6 +1,5 @@
 """pytest tests/test_reliability.py — sweeps that survive what goes wrong: a diverging trial, a trial whose worker
-is SIGKILLed, a driver stopped by SIGINT/SIGTERM and resumed, corrupt checkpoints; MLflow bookkeeping that stays
-exact through all of it; an MLflow UI that binds to 127.0.0.1 only.
+is SIGKILLed, a driver stopped by SIGINT/SIGTERM and resumed, corrupt checkpoints (MLflow bookkeeping through all of it: tests/test_tracking.py).
 
     pytest tests/test_reliability.py -m "not slow"      # the unit tests, seconds
     pytest tests/test_reliability.py -k interrupted     # one end-to-end case (a real sweep as a subprocess)
@@ -16,16 +15,16 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, SWEEP
-from sweeps.runner import Dim, run_sweep
+from conftest import SWEEP
+from sweeps.launch import run_sweep
+from sweeps.plan import Dim
 from test_sweeps import inputs, runs_of, sweep_args  # noqa: F401  (inputs is a module fixture)
-from trainer.loop import DIVERGED_LOSS
+from trainer.results import DIVERGED_LOSS
 
 
 def steps_of(client: MlflowClient, run_id: str, key: str = "val_loss") -> list[int]:
@@ -234,7 +233,7 @@ def test_an_interrupted_sweep_stops_cleanly_and_resume_finishes_it(tiny_corpus, 
 def test_a_truncated_checkpoint_fails_naming_its_path(smoke_trainer, tmp_path):
     from ray import tune
 
-    from trainer.trainable import load_checkpoint, save_checkpoint
+    from sweeps.trainable import load_checkpoint, save_checkpoint
 
     trainer, folder = smoke_trainer(), tmp_path / "checkpoint"
     folder.mkdir()
@@ -250,7 +249,7 @@ def test_checkpoints_are_written_atomically_and_a_partial_file_is_never_loaded(s
                                                                                monkeypatch):
     from ray import tune
 
-    from trainer.trainable import load_checkpoint, save_checkpoint
+    from sweeps.trainable import load_checkpoint, save_checkpoint
 
     trainer, folder = smoke_trainer(), tmp_path / "checkpoint"
     folder.mkdir()
@@ -274,89 +273,3 @@ def test_checkpoints_are_written_atomically_and_a_partial_file_is_never_loaded(s
     (folder / "state.pt").unlink()  # only the partial left: an error naming the checkpoint, not a load
     with pytest.raises(RuntimeError, match=r"state\.pt is missing \(only an unfinished state\.pt\.partial"):
         load_checkpoint(smoke_trainer(), tune.Checkpoint.from_directory(str(folder)))
-
-
-# --- MLflow bookkeeping: quotes in paths, write-once params, replayed steps, interrupted status --------------
-class _Trial(SimpleNamespace):
-    """What MLflowTracking reads of a Tune Trial."""
-
-    def __init__(self, trial_id: str, **config):
-        super().__init__(trial_id=trial_id, config={"preset": "smoke", **config}, status="RUNNING", last_result={})
-
-    def __str__(self) -> str:
-        return self.trial_id
-
-
-def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
-    from trainer.tracking import MLflowTracking
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep_path = str(tmp_path / "it's a \"sweep\"")  # quotes broke the parent's search filter
-
-    def driver() -> MLflowTracking:  # a fresh driver process: what --resume starts
-        tracking = MLflowTracking(uri, "exp", sweep_path, {"sweep.search": "grid"}, ["optim.lr"])
-        tracking.setup(total_num_samples=1)
-        return tracking
-
-    first = driver()
-    trial = _Trial("t_00000", **{"optim.lr": 1e-3})
-    first.on_trial_start(0, [trial], trial)
-    for step in (4, 8):
-        first.on_trial_result(0, [trial], trial, {"step": step, "val_loss": 5.0 - step / 10, "train_loss": 5.0})
-    first.on_trial_recover(0, [trial], trial)  # Tune restarts the crashed trial from its step-4 checkpoint
-    for step in (8, 12):  # step 8 is replayed: logged already
-        first.on_trial_result(0, [trial], trial, {"step": step, "val_loss": 9.0, "train_loss": 5.0, "start_step": 4})
-    first.on_experiment_end([trial])  # interrupted: never completed
-    client, parents, children = runs_of(tmp_path, "exp")
-    assert [p.info.status for p in parents] == ["KILLED"] and children[0].info.status == "KILLED"
-    assert children[0].data.tags["gptsweep.outcome"] == "interrupted"
-    assert children[0].data.tags["gptsweep.restarts"] == "1"
-    assert children[0].data.tags["gptsweep.resumed_from_step"] == "4"
-
-    # A child created just before the driver died, before its params were logged.
-    orphan = client.create_run(parents[0].info.experiment_id, tags={
-        "mlflow.parentRunId": first.parent_run_id, "gptsweep.trial_id": "t_00001", "gptsweep.role": "trial"})
-
-    second = driver()  # --resume: same parent, same child, params not re-logged with another rendering
-    assert second.parent_run_id == first.parent_run_id
-    assert client.get_run(second.parent_run_id).info.status == "RUNNING"
-    second.on_trial_start(0, [], _Trial("t_00001", **{"optim.lr": 3e-3}))
-    assert client.get_run(orphan.info.run_id).data.params["optim.lr"] == "0.003"  # the missing ones, logged
-    trial = _Trial("t_00000", **{"optim.lr": 0.0010000000000000002})
-    second.on_trial_start(0, [trial], trial)
-    for step in (12, 16):
-        second.on_trial_result(0, [trial], trial, {"step": step, "val_loss": 4.0, "train_loss": 4.0, "start_step": 12})
-    trial.status, trial.last_result = "TERMINATED", {"step": 16, "val_loss": 4.0, "val_ppl": 54.6}
-    second.on_trial_complete(0, [trial], trial)
-    second.on_experiment_end([trial])
-    client, parents, children = runs_of(tmp_path, "exp")
-    child = next(c for c in children if c.info.run_id != orphan.info.run_id)
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 2 and child.info.status == "FINISHED"
-    assert child.data.params["optim.lr"] == "0.001"
-    assert steps_of(client, child.info.run_id) == [4, 8, 12, 16]
-    assert [m.value for m in client.get_metric_history(child.info.run_id, "val_loss")
-            if m.step == 8] == [5.0 - 0.8]  # the first report of step 8 is the one kept
-
-
-# --- 7. the MLflow UI binds to 127.0.0.1 -------------------------------------------------------------------
-def test_every_mlflow_ui_command_binds_to_localhost(capsys):
-    from sweeps.launch import _print_summary
-
-    plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", dims={"optim.lr": None})
-    _print_summary(plan, _NoResults(), wall_s=1.0, prepared_s=0.1)
-    summary = capsys.readouterr().out
-    texts = {"sweep summary": summary}
-    for path in {REPO / "README.md", *REPO.glob("*.md"), *REPO.glob("*/*.md")}:  # the docs a person copies from
-        texts[str(path.relative_to(REPO))] = path.read_text(encoding="utf-8")
-    commands = [(where, line) for where, text in texts.items() for line in text.splitlines()
-                if re.search(r"\bmlflow (ui|server)\b", line)]
-    assert any(where == "README.md" for where, _ in commands) and any(w == "sweep summary" for w, _ in commands)
-    for where, line in commands:
-        assert "--host 127.0.0.1" in line, f"{where}: {line.strip()}"
-
-
-class _NoResults(list):
-    """A ResultGrid of no trials, as far as the summary looks."""
-    errors: list = []
-    experiment_path = "/tmp/x/ray_results/exp_1"

@@ -11,7 +11,8 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from sweeps.lr_warmup import space as lr_warmup_space
-from sweeps.runner import Dim, run_sweep
+from sweeps.launch import run_sweep
+from sweeps.plan import Dim
 from conftest import make_tiny_documents
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from trainer.cli import ArgumentParser, add_config_args, config_from_args, exits_cleanly_on_bad_input
-from trainer.config import flatten
+from trainer.config import flatten, with_vocab_size
 from trainer.data import prepare_corpus, prepare_finetune
 from trainer.finetune import finetune_metrics
 from trainer.loop import Pretrainer
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
     print(corpus.summary, flush=True)
+    cfg = with_vocab_size(cfg, corpus.vocab_size)
     finetune_data = prepare_finetune(cfg.data, tokenizer, cfg.finetune.max_length)
     trainer = Pretrainer(cfg, corpus, tokenizer)
     print(f"preset {preset}: {trainer.model.num_parameters() / 1e6:.2f}M parameters on {trainer.device}, "

@@ -36,12 +36,12 @@ def add_config_args(parser: argparse.ArgumentParser, finetune_default: str | Non
                         help="override any config field, e.g. --set optim.lr=1e-3 (repeatable)")
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[str, RunConfig]:
-    """The preset name and the validated config the flags describe; raises ConfigError."""
+def config_from_args(args: argparse.Namespace, defaults: dict[str, object] | None = None) -> tuple[str, RunConfig]:
+    """The preset name and the validated config the flags describe (`defaults` below --set); raises ConfigError."""
     preset = args.preset or default_preset()
     overrides = {"data.source": args.data, "data.val_source": args.val_data, "data.tokenizer": args.tokenizer,
                  "data.finetune_train": args.finetune_train, "data.finetune_test": args.finetune_test,
-                 **parse_overrides(args.overrides)}
+                 **(defaults or {}), **parse_overrides(args.overrides)}
     cfg = build_config(preset, overrides)
     check_data_sources(cfg)
     return preset, cfg
@@ -59,9 +59,14 @@ def check_data_sources(cfg: RunConfig) -> None:
 
 def default_tracking_uri() -> str:
     """--mlflow-uri's default for the sweeps and the report: sqlite:///<cwd>/mlflow.db, absolute (trials chdir
-    into their own folders; MLflow 3 refuses the ./mlruns file store). Here, not in trainer.tracking, so that
+    into their own folders; MLflow 3 refuses the ./mlruns file store). Here, not in sweeps.tracking, so that
     checking the input does not import MLflow (seconds)."""
     return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a sqlite:/// MLflow URI (sqlite:////abs/path is absolute), else None."""
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
 
 
 def exits_cleanly_on_bad_input(main: Callable[..., int | None]) -> Callable[..., int]:

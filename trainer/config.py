@@ -36,13 +36,13 @@ class ModelConfig:
     d_model: int = 256
     context_length: int = 128
     dropout: float = 0.1
-    vocab_size: int = 50257  # overwritten by the tokenizer's size before the model is built
+    vocab_size: int = 50257  # the tokenizer's size: with_vocab_size() sets it once the tokenizer is loaded
 
 
 @dataclass
 class OptimConfig:
     lr: float = 3e-4
-    min_lr: float = 3e-5
+    min_lr_ratio: float = 0.1  # the cosine ends at lr × this (nanoGPT's lr/10), whatever lr a sweep samples
     warmup_steps: int = 200
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
@@ -95,7 +95,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "model.context_length": 64,
         "model.dropout": 0.1,
         "optim.lr": 2e-3,
-        "optim.min_lr": 2e-4,
         "optim.warmup_steps": 40,
         "train.batch_size": 16,
         "train.max_steps": 400,
@@ -113,7 +112,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "model.context_length": 16,
         "model.dropout": 0.0,
         "optim.lr": 3e-3,
-        "optim.min_lr": 3e-4,
         "optim.warmup_steps": 2,
         "train.batch_size": 4,
         "train.max_steps": 12,
@@ -209,19 +207,23 @@ def build_config(preset: str, overrides: dict[str, object] | None = None) -> Run
     cfg = RunConfig()
     for key, value in {**PRESETS[preset], **overrides}.items():
         set_value(cfg, key, value)
-    if "optim.lr" in overrides and "optim.min_lr" not in overrides:
-        # min_lr follows lr at the preset's ratio (the seed's 1/10): a fixed floor would sit above some
-        # learning rates a sweep samples, and "decay to a tenth" is what the schedule means.
-        preset_optim = build_config(preset).optim
-        cfg.optim.min_lr = cfg.optim.lr * preset_optim.min_lr / preset_optim.lr
     validate(cfg)
     return cfg
 
 
 def config_from_params(params: dict[str, object]) -> RunConfig:
-    """The RunConfig a flat mapping describes: {"preset": name, "optim.lr": ..., ...}, as a Tune trial's config."""
-    overrides = dict(params)
-    return build_config(str(overrides.pop("preset")), overrides)
+    """The RunConfig a flat mapping describes, the inverse of `flatten`: a Tune trial's config, MLflow params.
+    Keys it lacks keep the dataclass defaults (the seed's config)."""
+    cfg = RunConfig()
+    for key, value in params.items():
+        set_value(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
+def with_vocab_size(cfg: RunConfig, vocab_size: int) -> RunConfig:
+    """A copy of cfg whose model matches a loaded tokenizer's vocabulary."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=vocab_size))
 
 
 def validate(cfg: RunConfig) -> None:
@@ -236,7 +238,7 @@ def validate(cfg: RunConfig) -> None:
          "d_model"),
         (0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)"),
         (0 < o.lr < math.inf, f"optim.lr={o.lr} must be a finite number > 0; e.g. --set optim.lr=3e-4"),
-        (0 <= o.min_lr <= o.lr, f"optim.min_lr={o.min_lr} must be between 0 and optim.lr={o.lr}"),
+        (0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio={o.min_lr_ratio} must be between 0 and 1 (a share of optim.lr)"),
         (0 <= o.warmup_steps <= t.max_steps,
          f"optim.warmup_steps={o.warmup_steps} must be between 0 and train.max_steps={t.max_steps}"),
         (o.weight_decay >= 0 and o.grad_clip >= 0, "optim.weight_decay and optim.grad_clip must be >= 0"),

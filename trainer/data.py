@@ -255,7 +255,7 @@ def prepare_finetune(cfg: DataConfig, tokenizer: TextTokenizer, max_length: int)
 def fewshot_indices(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Up to n of the first rows, balanced across classes where the data allows: rows taken round-robin over the
     classes, each class in file order. `seed` is accepted but does not change the rows, so few-shot scores
-    compare across seeds and with the first-N-rows baseline in shared/data/README.md."""
+    compare across seeds and with the first-N-rows baseline in the data copy's README ($GPTSWEEP_DATA_DIR)."""
     queues = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     picked = [i for rank in itertools.zip_longest(*queues) for i in rank if i is not None][:n]
     return np.sort(np.asarray(picked, dtype=np.int64))

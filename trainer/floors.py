@@ -6,7 +6,7 @@
 - floor_unigram: entropy of the training tokens' unigram distribution (maximum likelihood).
 - floor_bigram: cross-entropy on the validation tokens of an interpolated bigram model trained on the training
   tokens: P(w | v) = 0.5 * c(v, w) / c(v) + 0.5 * (c(w) + 1) / (N + V)  (Jelinek-Mercer with an add-one unigram;
-  an unseen context v contributes 0 from the bigram term). This is the recipe of ../shared/data/README.md:
+  an unseen context v contributes 0 from the bigram term). This is the recipe of the data copy's README:
   on its wiki.test.raw article split with the GPT-2 tokenizer it gives 7.18 (unigram) and 6.62 nats (perplexity 753).
 
 Counts are sparse (np.unique over v * V + w), so 260k tokens take a few tens of milliseconds.

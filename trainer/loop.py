@@ -18,22 +18,23 @@ from typing import Callable
 import numpy as np
 import torch
 
-from trainer.config import OptimConfig, RunConfig, TrainConfig
+from trainer.config import ConfigError, OptimConfig, RunConfig, TrainConfig
 from trainer.data import ChunkBatcher, Corpus, val_batches
 from trainer.model import GPT
+from trainer.results import DIVERGED_LOSS, DIVERGED_PPL, perplexity
 from trainer.tokenizer import TextTokenizer
 
 SAMPLE_PROMPTS = ("The", "In 1998 , the", "Once upon a time")
-# What a diverged run reports for val_loss: finite, so Tune, Optuna and MLflow rank it last instead of choking on NaN.
-DIVERGED_LOSS = 1e4
 
 
 def lr_at(step: int, optim: OptimConfig, max_steps: int) -> float:
-    """Linear warmup to optim.lr over warmup_steps (step 0 already gets lr/warmup), then cosine to min_lr."""
+    """Linear warmup to optim.lr over warmup_steps (step 0 already gets lr/warmup), then cosine to
+    optim.lr × optim.min_lr_ratio."""
     if step < optim.warmup_steps:
         return optim.lr * (step + 1) / optim.warmup_steps
     progress = min(1.0, (step - optim.warmup_steps) / max(1, max_steps - optim.warmup_steps))
-    return optim.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (optim.lr - optim.min_lr)
+    min_lr = optim.lr * optim.min_lr_ratio
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (optim.lr - min_lr)
 
 
 def make_optimizer(model: GPT, optim: OptimConfig, device: torch.device) -> torch.optim.AdamW:
@@ -83,8 +84,10 @@ class Pretrainer:
     """One pre-training run over a packed corpus. Build it, optionally load a checkpoint, then `run()`."""
 
     def __init__(self, cfg: RunConfig, corpus: Corpus, tokenizer: TextTokenizer):
+        if cfg.model.vocab_size != corpus.vocab_size:
+            raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} but the corpus was tokenized into "
+                              f"{corpus.vocab_size} ids; build the config with trainer.config.with_vocab_size")
         self.cfg, self.corpus, self.tokenizer = cfg, corpus, tokenizer
-        cfg.model.vocab_size = corpus.vocab_size
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
@@ -159,7 +162,7 @@ class Pretrainer:
             correct += hits.sum().item()
             count += y.numel()
         val_loss = total_loss / count
-        return {"val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50.0)), "val_acc": correct / count}
+        return {"val_loss": val_loss, "val_ppl": perplexity(val_loss), "val_acc": correct / count}
 
     @torch.no_grad()
     def sample(self, max_new_tokens: int = 32) -> list[str]:
@@ -209,7 +212,7 @@ class Pretrainer:
                            "lr": lr_at(self.step - 1, self.cfg.optim, t.max_steps),
                            "tokens_per_s": len(losses) * tokens_per_step / max(train_time, 1e-9)}
                 if diverged:
-                    metrics.update(val_loss=DIVERGED_LOSS, val_ppl=math.exp(50.0), val_acc=0.0, diverged=1.0)
+                    metrics.update(val_loss=DIVERGED_LOSS, val_ppl=DIVERGED_PPL, val_acc=0.0, diverged=1.0)
                     record = EvalRecord(metrics)
                 else:
                     eval_started = time.perf_counter()

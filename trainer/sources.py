@@ -130,7 +130,7 @@ def split_documents(text: str) -> tuple[list[str], str]:
     if starts:
         # An article runs from its heading line to the blank line before the next heading; the newline between
         # articles gives way to the EOS token, and text before the first heading belongs to the first article.
-        # These boundaries reproduce the reference counts in shared/data/README.md.
+        # These boundaries reproduce the reference counts published with the shared data copy (60 articles).
         bounds = [0] + starts[1:] + [len(lines)]
         docs = ["\n".join(lines[a:b]) for a, b in zip(bounds, bounds[1:])]
         return docs, "wikitext articles"

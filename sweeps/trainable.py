@@ -3,8 +3,8 @@
     python sweeps/lr_warmup.py            (runs this in every trial)
 
 The driver tokenizes once and hands the arrays to every trial through `tune.with_parameters` (Ray's object
-store: numpy arrays arrive zero-copy), so a trial never tokenizes. The trial's config holds dotted keys
-(`optim.lr`, ...) over the sweep's base config.
+store: numpy arrays arrive zero-copy), so a trial never tokenizes. The trial's config is a flattened RunConfig
+(dotted keys: the base config with the searched values put in); `config_from_params` rebuilds it.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def load_checkpoint(trainer: Pretrainer, checkpoint: tune.Checkpoint) -> None:
 
 
 def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_data: FinetuneData | None) -> None:
-    """Tune entry point. Each report carries `step` (ASHA's time axis), the metric names of DESIGN.md, and
+    """Tune entry point. Each report carries `step` (ASHA's time axis), the metric names of trainer.results, and
     `start_step`: the step this process began at (0, or the checkpoint's step after a restart or --resume)."""
     cfg = config_from_params(params)
     trainer = Pretrainer(cfg, corpus, tokenizer)

@@ -16,16 +16,14 @@ from __future__ import annotations
 import hashlib
 import numbers
 import time
-from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from trainer import results as R
+from trainer.cli import sqlite_path
 from trainer.config import config_from_params, flatten
-
-METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s", "finetune_acc",
-           "finetune_acc_fewshot", "diverged")
 
 
 def ensure_experiment(tracking_uri: str, name: str) -> str:
@@ -34,21 +32,18 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    artifacts = None
-    if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the trial's cwd
-        artifacts = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    database = sqlite_path(tracking_uri)  # keep artifacts beside the database, not in the trial's cwd
+    artifacts = (database.parent / "mlartifacts").as_uri() if database is not None else None
     return client.create_experiment(name, artifact_location=artifacts)
 
 
-def trial_outcome(trial) -> tuple[str, str]:
-    """(outcome tag, MLflow status) of a trial that ended without an exception."""
-    last = trial.last_result or {}
-    if last.get("diverged"):
-        return "diverged", RunStatus.to_string(RunStatus.FAILED)
-    max_steps = config_from_params(trial.config).train.max_steps
-    if last.get("step", 0) >= max_steps:
-        return "completed", RunStatus.to_string(RunStatus.FINISHED)
-    return "pruned", RunStatus.to_string(RunStatus.KILLED)
+STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.ERROR: "FAILED",
+          R.INTERRUPTED: "KILLED"}  # MLflow run status of each outcome
+
+
+def trial_outcome(trial) -> str:
+    """The outcome of a trial that ended without an exception."""
+    return R.outcome_of(trial.last_result or {}, config_from_params(trial.config).train.max_steps)
 
 
 def sweep_key(sweep_path: str) -> str:
@@ -57,7 +52,7 @@ def sweep_key(sweep_path: str) -> str:
 
 
 def find_sweep_run(client: MlflowClient, experiment_id: str, sweep_path: str) -> str | None:
-    found = client.search_runs([experiment_id], f"tags.`gptsweep.sweep_key` = '{sweep_key(sweep_path)}'",
+    found = client.search_runs([experiment_id], f"tags.`{R.SWEEP_KEY}` = '{sweep_key(sweep_path)}'",
                                max_results=1)
     return found[0].info.run_id if found else None
 
@@ -104,8 +99,8 @@ class MLflowTracking(tune.Callback):
         else:
             run = self.client.create_run(
                 self.experiment_id, run_name=f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
-                tags={"gptsweep.sweep_path": self.sweep_path, "gptsweep.role": "sweep",
-                      "gptsweep.sweep_key": sweep_key(self.sweep_path), "gptsweep.searched": ",".join(self.searched)})
+                tags={R.SWEEP_PATH: self.sweep_path, R.ROLE: R.ROLE_SWEEP,
+                      R.SWEEP_KEY: sweep_key(self.sweep_path), R.SEARCHED: ",".join(self.searched)})
             self.parent_run_id = run.info.run_id
             self._log_metrics(self.parent_run_id, self.corpus_metrics, step=0)
         self._log_params_once(self.parent_run_id, self.sweep_params)
@@ -114,18 +109,18 @@ class MLflowTracking(tune.Callback):
         if trial.trial_id in self._children:
             return self._children[trial.trial_id]
         found = self.client.search_runs(
-            [self.experiment_id], f"tags.`gptsweep.trial_id` = '{trial.trial_id}' and "
-                             f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'", max_results=1)
+            [self.experiment_id], f"tags.`{R.TRIAL_ID}` = '{trial.trial_id}' and "
+                             f"tags.`{R.PARENT_RUN_ID}` = '{self.parent_run_id}'", max_results=1)
         if found:  # a resumed sweep: continue the run, after the last step it has
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, "gptsweep.outcome", "running")
+            self.client.set_tag(run_id, R.OUTCOME, R.RUNNING)
             history = self.client.get_metric_history(run_id, "train_loss")
             self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
         else:
             run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags={
-                "mlflow.parentRunId": self.parent_run_id, "gptsweep.trial_id": trial.trial_id,
-                "gptsweep.role": "trial", "gptsweep.outcome": "running"}).info.run_id
+                R.PARENT_RUN_ID: self.parent_run_id, R.TRIAL_ID: trial.trial_id,
+                R.ROLE: R.ROLE_TRIAL, R.OUTCOME: R.RUNNING}).info.run_id
             self._log_metrics(run_id, self.corpus_metrics, step=0)
         self._log_params_once(run_id, trial.config)
         self._children[trial.trial_id] = run_id
@@ -155,37 +150,36 @@ class MLflowTracking(tune.Callback):
         start = int(result.get("start_step") or 0)
         if start and self._start_step.get(trial.trial_id) != start:  # began from a checkpoint: restart or resume
             self._start_step[trial.trial_id] = start
-            self.client.set_tag(run_id, "gptsweep.resumed_from_step", str(start))
+            self.client.set_tag(run_id, R.RESUMED_FROM_STEP, str(start))
         if step <= self._logged_step.get(trial.trial_id, -1):
             return  # replayed from an older checkpoint than the last logged step: logged already
         self._logged_step[trial.trial_id] = step
-        self._log_metrics(run_id, {k: result[k] for k in METRICS if k in result}, step)
+        self._log_metrics(run_id, {k: result[k] for k in R.LOGGED_METRICS if k in result}, step)
         if result.get("samples"):
             self.client.log_text(run_id, "\n\n---\n\n".join(result["samples"]), f"samples/step_{step:06d}.txt")
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         """Tune restarts a crashed trial (FailureConfig.max_failures): count it; the run itself continues."""
         run_id = self._child(trial)
-        restarts = int(self.client.get_run(run_id).data.tags.get("gptsweep.restarts", "0")) + 1
-        self.client.set_tag(run_id, "gptsweep.restarts", str(restarts))
+        restarts = int(self.client.get_run(run_id).data.tags.get(R.RESTARTS, "0")) + 1
+        self.client.set_tag(run_id, R.RESTARTS, str(restarts))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        outcome, status = trial_outcome(trial)
-        self._finish(trial, outcome, status)
+        self._finish(trial, trial_outcome(trial))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._finish(trial, "error", RunStatus.to_string(RunStatus.FAILED))
+        self._finish(trial, R.ERROR)
 
-    def _finish(self, trial, outcome: str, status: str) -> None:
+    def _finish(self, trial, outcome: str) -> None:
         run_id = self._child(trial)
         self._ended.add(trial.trial_id)
-        self.client.set_tag(run_id, "gptsweep.outcome", outcome)
+        self.client.set_tag(run_id, R.OUTCOME, outcome)
         if trial.last_result and trial.last_result.get("node_id"):
-            self.client.set_tag(run_id, "gptsweep.node_id", trial.last_result["node_id"])
+            self.client.set_tag(run_id, R.NODE_ID, trial.last_result["node_id"])
         config = flatten(config_from_params(trial.config))
         self.client.log_dict(run_id, config, "config.json")
         self._log_learning_curve(run_id, str(trial))
-        self.client.set_terminated(run_id, status)
+        self.client.set_terminated(run_id, STATUS[outcome])
 
     def _log_learning_curve(self, run_id: str, title: str) -> None:
         import matplotlib
@@ -212,8 +206,8 @@ class MLflowTracking(tune.Callback):
         stopped = [t for t in trials if t.trial_id in self._children and t.trial_id not in self._ended]
         for trial in stopped:
             run_id = self._children[trial.trial_id]
-            self.client.set_tag(run_id, "gptsweep.outcome", "interrupted")
-            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+            self.client.set_tag(run_id, R.OUTCOME, R.INTERRUPTED)
+            self.client.set_terminated(run_id, STATUS[R.INTERRUPTED])
         never_started = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         interrupted = bool(stopped or never_started) or len(trials) < self.total_trials
         self.finish_sweep(trials, status="KILLED" if interrupted else "FINISHED")
@@ -222,13 +216,13 @@ class MLflowTracking(tune.Callback):
         """Record the best trial so far on the parent run and close it with `status`."""
         if self.parent_run_id is None:
             return
-        ranked = [t for t in trials if t.last_result and "val_ppl" in t.last_result
-                  and not t.last_result.get("diverged")]
+        ranked = [t for t in trials if t.last_result and
+                  R.counts_for_best(trial_outcome(t), t.last_result.get("val_ppl"))]
         if ranked:
             best = min(ranked, key=lambda t: t.last_result["val_ppl"])
             # Tags, not params: MLflow params are write-once and a resumed sweep may find a new best trial.
-            best_tags = {f"best.{k}": str(best.config[k]) for k in self.searched}
-            for key, value in {"gptsweep.best_trial_id": best.trial_id, **best_tags}.items():
+            best_tags = {f"{R.BEST_PREFIX}{k}": str(best.config[k]) for k in self.searched}
+            for key, value in {R.BEST_TRIAL_ID: best.trial_id, **best_tags}.items():
                 self.client.set_tag(self.parent_run_id, key, value)
             self._log_metrics(self.parent_run_id, {f"best_{k}": best.last_result[k] for k in
                                                    ("val_ppl", "val_loss", "finetune_acc", "finetune_acc_fewshot")

@@ -1,0 +1,60 @@
+"""The contract between what writes results and what reads them: metric names, the diverged placeholders,
+trial outcomes, MLflow tag names and the one rule for "best". Plain Python, no dependencies.
+
+    python sweeps/lr_warmup.py  →  python -m analysis.report --experiment lr_warmup   (both sides use these names)
+
+Writers: trainer.loop (metrics), sweeps.tracking (MLflow runs and tags). Readers: analysis, benchmarks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+# What every eval reports (trainer.loop.Pretrainer.run) and MLflow logs at that step; then once at the end.
+EVAL_METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s", "diverged")
+FINAL_METRICS = ("finetune_acc", "finetune_acc_fewshot")
+LOGGED_METRICS = EVAL_METRICS + FINAL_METRICS
+
+# A diverged run reports these for its last eval: finite, so Tune, Optuna and MLflow rank it last instead of
+# choking on NaN. They are flags, not measurements: readers drop them (is_placeholder).
+MAX_LOG_PPL = 50.0  # val_ppl = exp(min(val_loss, 50)): the cap keeps it finite
+DIVERGED_LOSS = 1e4
+DIVERGED_PPL = math.exp(MAX_LOG_PPL)
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, MAX_LOG_PPL))
+
+
+def is_placeholder(key: str, value: float) -> bool:
+    """True for the val_loss / val_ppl a diverged eval reports instead of a measurement."""
+    return (key == "val_loss" and value >= DIVERGED_LOSS) or (key == "val_ppl" and value >= DIVERGED_PPL * 0.999)
+
+
+# Outcomes of a trial (MLflow tag OUTCOME). A failed one's last value is not a result.
+COMPLETED, PRUNED, DIVERGED, ERROR, INTERRUPTED, RUNNING = (
+    "completed", "pruned", "diverged", "error", "interrupted", "running")
+FAILED_OUTCOMES = (DIVERGED, ERROR)
+
+
+def outcome_of(last_metrics: Mapping, max_steps: int) -> str:
+    """The outcome of a trial that ended without an exception, from its last reported metrics."""
+    if last_metrics.get("diverged"):
+        return DIVERGED
+    return COMPLETED if last_metrics.get("step", 0) >= max_steps else PRUNED
+
+
+def counts_for_best(outcome: str, val_ppl: float | None) -> bool:
+    """The one rule for "best": a trial that completed its run (not pruned on a shorter budget, not diverged,
+    not interrupted) with a measured val_ppl. Used by the sweep's summary, the MLflow parent and the report."""
+    return outcome == COMPLETED and val_ppl is not None and math.isfinite(val_ppl)
+
+
+# MLflow tags. The parent run of a sweep carries ROLE=sweep, SWEEP_PATH, SWEEP_KEY, SEARCHED and, once known,
+# BEST_TRIAL_ID and BEST_PREFIX + each searched key; every trial's child run ROLE=trial, TRIAL_ID and OUTCOME.
+ROLE, ROLE_SWEEP, ROLE_TRIAL = "gptsweep.role", "sweep", "trial"
+SWEEP_PATH, SWEEP_KEY, SEARCHED = "gptsweep.sweep_path", "gptsweep.sweep_key", "gptsweep.searched"
+TRIAL_ID, OUTCOME, NODE_ID = "gptsweep.trial_id", "gptsweep.outcome", "gptsweep.node_id"
+RESTARTS, RESUMED_FROM_STEP = "gptsweep.restarts", "gptsweep.resumed_from_step"
+BEST_TRIAL_ID, BEST_PREFIX = "gptsweep.best_trial_id", "best."
+PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
