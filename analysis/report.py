@@ -19,6 +19,7 @@ from analysis import figures, tables
 from analysis.importance import param_importances
 from analysis.runs import FLOORS, Sweep, best_trial, failed, fetch_sweep, usable_trials
 from trainer.cli import default_tracking_uri, exits_cleanly_on_bad_input
+from trainer.privacy import disable_telemetry
 
 ARTIFACT_DIR = "report"
 
@@ -184,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     started = time.perf_counter()
+    disable_telemetry()
     args = parse_args(argv)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per trial's config.json

@@ -20,10 +20,11 @@ from sweeps.plan import REDUCTION_FACTOR, SearchSpace, SweepPlan, make_plan
 from sweeps.signals import StopOnSignal
 from trainer.cli import exits_cleanly_on_bad_input
 from trainer.config import ConfigError, config_from_params, with_vocab_size
+from trainer.privacy import disable_telemetry
 from trainer.results import counts_for_best, outcome_of
 
+disable_telemetry()  # before Ray and MLflow are imported; Ray's workers inherit it
 # Ray prints advice a sweep user cannot act on; these keep the console to the progress table.
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table lets us choose its columns
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no tensorboardX warning; MLflow is the log
@@ -67,8 +68,20 @@ def _param_space(plan: SweepPlan) -> dict:
 def _start_ray(plan: SweepPlan) -> None:
     import ray
 
+    # Ray 2.60 binds its GCS, raylet and workers to every interface (it has no loopback-only setting), so a local
+    # sweep relies on Ray's default for a new local cluster, token authentication: only clients holding
+    # ~/.ray/auth_token may submit work. Its "token authentication is enabled" notice on every start is not
+    # something a sweep user can act on; errors from the same module still show.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if not ray.is_initialized():  # a notebook or test that already started Ray keeps its instance
-        ray.init(address=plan.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        try:
+            ray.init(address=plan.address, include_dashboard=False, logging_level=logging.ERROR,
+                     log_to_driver=False)
+        except Exception as error:
+            if plan.address is None or "token" not in str(error).lower():
+                raise
+            raise ConfigError(f"the Ray cluster at {plan.address} refused this sweep ({str(error).splitlines()[0]}); "
+                              "pass the cluster's token: RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file>") from None
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if plan.gpus_per_trial > cluster_gpus:
         ray.shutdown()
@@ -80,7 +93,7 @@ def _start_ray(plan: SweepPlan) -> None:
 def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, default_search: str = "optuna") -> int:
     """Entry point of every sweep script: plan (exit 2 on bad input), then launch Ray Tune.
 
-    Exit codes: 0 done (trials that diverged or errored are results, not failures), 2 bad input,
+    Exit codes: 0 done (diverged trials are results), 1 no trial produced a result, 2 bad input,
     130 / 143 interrupted by SIGINT (Ctrl+C) / SIGTERM: the state is saved and the resume command printed."""
     return launch(make_plan(name, space, argv, default_search))
 
@@ -162,6 +175,12 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
         _print_resume(plan, stop.signum, time.perf_counter() - started)
         return 128 + stop.signum
     _print_summary(plan, results, time.perf_counter() - started, prepared)
+    if not any(r.error is None and r.metrics for r in results):  # diverged trials are results; errors are not
+        first = next((r.error for r in results if r.error is not None), None)
+        reason = f"{type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''}" if first else "none ran"
+        print(f"error: no trial produced a result ({len(results)} trials, first error {reason}); "
+              f"see {results.experiment_path}", file=sys.stderr)
+        return 1
     return 0
 
 

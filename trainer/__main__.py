@@ -19,10 +19,12 @@ from trainer.config import flatten, with_vocab_size
 from trainer.data import prepare_corpus, prepare_finetune
 from trainer.finetune import finetune_metrics
 from trainer.loop import Pretrainer
+from trainer.privacy import disable_telemetry
 
 
 @exits_cleanly_on_bad_input
 def main(argv: list[str] | None = None) -> int:
+    disable_telemetry()
     parser = ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
     add_config_args(parser, finetune_default=None)
     parser.add_argument("--out", required=True, help="folder for config.json and metrics.json")
