@@ -34,15 +34,13 @@ REPORTED = {"step": "step", "val_ppl": "val_ppl", "val_acc": "val_acc", "tokens_
             "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
 
 
-def _search_algorithm(plan: SweepPlan):
+def _search_algorithm(plan: SweepPlan, run_name: str, sweep_path: str):
     from ray import tune
 
     if plan.search == "optuna":
-        import optuna
-        from ray.tune.search.optuna import OptunaSearch
+        from sweeps.search import optuna_search, study_storage
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=plan.seed))
+        return optuna_search(plan.seed, plan.num_samples, study_storage(plan.tracking_uri, sweep_path), run_name)
     # An explicit generator ignores TuneConfig.max_concurrent_trials (Tune only warns): give it the limit itself.
     return tune.search.BasicVariantGenerator(random_state=plan.seed, max_concurrent=plan.max_concurrent)
 
@@ -62,7 +60,14 @@ def _param_space(plan: SweepPlan) -> dict:
 
     searched = {k: tune.grid_search(list(d.grid)) if plan.search == "grid" else d.domain
                 for k, d in plan.dims.items()}
+    if plan.search == "grid" and plan.num_samples > 1:  # repeats of the grid are repeats: each its own seed
+        searched["train.seed"] = tune.grid_search([plan.seed + i for i in range(plan.num_samples)])
     return {**plan.fixed, **searched}
+
+
+def _tune_samples(plan: SweepPlan) -> int:
+    """Tune's num_samples: a grid's repeats are already in its train.seed axis (_param_space)."""
+    return 1 if plan.search == "grid" else plan.num_samples
 
 
 def _start_ray(plan: SweepPlan) -> None:
@@ -158,8 +163,9 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
                                     max_report_frequency=60, sort_by_metric=True)
         tuner = tune.Tuner(
             trainable, param_space=_param_space(plan),
-            tune_config=tune.TuneConfig(metric="val_loss", mode="min", search_alg=_search_algorithm(plan),
-                                        scheduler=_scheduler(plan), num_samples=plan.num_samples,
+            tune_config=tune.TuneConfig(metric="val_loss", mode="min",
+                                        search_alg=_search_algorithm(plan, run_name, sweep_path),
+                                        scheduler=_scheduler(plan), num_samples=_tune_samples(plan),
                                         max_concurrent_trials=plan.max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(name=run_name, storage_path=plan.storage, callbacks=[tracking],
                                       failure_config=tune.FailureConfig(max_failures=plan.max_failures),

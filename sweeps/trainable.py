@@ -75,6 +75,7 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
                                             trainer.autocast))
         metrics["samples"] = record.samples
         metrics["start_step"] = start_step
+        metrics["max_steps"] = cfg.train.max_steps  # with step: completed or stopped early (trainer.results)
         metrics["node_id"] = node_id
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(trainer, Path(folder))

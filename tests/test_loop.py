@@ -123,3 +123,9 @@ def test_a_diverging_run_stops_and_reports_a_finite_worst_loss(smoke_trainer):
     assert record.metrics["diverged"] == 1.0
     assert record.metrics["val_loss"] == DIVERGED_LOSS and math.isfinite(record.metrics["val_ppl"])
     assert trainer.step < 50
+
+
+def test_every_batch_size_is_validated_on_the_same_tokens(smoke_trainer):
+    """A sweep over train.batch_size ranks its trials on one validation set, not on batch_size × eval_batches."""
+    small, large = smoke_trainer(**{"train.batch_size": 2}), smoke_trainer(**{"train.batch_size": 8})
+    assert [(x.tolist(), y.tolist()) for x, y in small.val] == [(x.tolist(), y.tolist()) for x, y in large.val]

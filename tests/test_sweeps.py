@@ -146,3 +146,40 @@ def test_a_sweep_joining_a_two_node_cluster_places_trials_on_both_nodes(inputs):
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_optuna_hears_the_truth_and_keeps_its_study_beside_mlflow(optuna_sweep):
+    """TPE takes over after startup_trials; ASHA-stopped trials are PRUNED with their curve at the real training
+    steps, completed ones COMPLETE with their final val_loss; the study is in optuna.db, named after the sweep."""
+    import optuna
+
+    from sweeps.search import startup_trials
+
+    _, parents, children = runs_of(optuna_sweep, "optuna4")
+    study_name = parents[0].data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{optuna_sweep / 'optuna.db'}")
+    assert len(study.trials) == len(children) == 4 and len(study.trials) > startup_trials(4)
+    by_lr = {round(t.params["optim.lr"], 12): t for t in study.trials}
+    for child in children:
+        trial = by_lr[round(float(child.data.params["optim.lr"]), 12)]
+        mlflow_steps = [m.step for m in MlflowClient(f"sqlite:///{optuna_sweep / 'mlflow.db'}").get_metric_history(
+            child.info.run_id, "val_loss")]
+        assert sorted(trial.intermediate_values) == mlflow_steps  # training steps, not Tune iterations
+        if child.data.tags["gptsweep.outcome"] == "pruned":
+            assert trial.state == optuna.trial.TrialState.PRUNED
+        else:
+            assert trial.state == optuna.trial.TrialState.COMPLETE
+            assert trial.value == pytest.approx(child.data.metrics["val_loss"])
+
+
+def test_grid_repeats_are_repeats_with_their_own_seeds(inputs):
+    def space(cfg):
+        return {"optim.lr": Dim(None, grid=(3e-3,)), "optim.warmup_steps": Dim(None, grid=(0,))}
+
+    args = sweep_args(inputs, "repeats", "--search", "grid", "--num-samples", "2", "--finetune-train", "none",
+                      "--set", "train.max_steps=8", "--set", "train.eval_every=4")
+    assert run_sweep("repeats", space, args) == 0
+    client, _, children = runs_of(inputs, "repeats")
+    assert sorted(int(c.data.params["train.seed"]) for c in children) == [0, 1]
+    curves = [[m.value for m in client.get_metric_history(c.info.run_id, "train_loss")] for c in children]
+    assert curves[0] != curves[1]

@@ -54,7 +54,7 @@ class TrainConfig:
     batch_size: int = 16
     max_steps: int = 2000
     eval_every: int = 200
-    eval_batches: int = 20
+    eval_batches: int = 20  # validation batches of trainer.loop.EVAL_ROWS windows each, whatever batch_size is
     precision: str = "auto"  # auto (bf16 where supported, else fp32), bf16, fp16, fp32
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N

@@ -25,6 +25,9 @@ from trainer.results import DIVERGED_LOSS, DIVERGED_PPL, perplexity
 from trainer.tokenizer import TextTokenizer
 
 SAMPLE_PROMPTS = ("The", "In 1998 , the", "Once upon a time")
+# Validation batches have this many rows whatever train.batch_size is, so the trials of a sweep that searches the
+# batch size are all scored on the same eval_batches × EVAL_ROWS validation windows (the seed's batch size).
+EVAL_ROWS = 16
 
 
 def lr_at(step: int, optim: OptimConfig, max_steps: int) -> float:
@@ -98,7 +101,7 @@ class Pretrainer:
         # A loss scale is needed only for fp16, whose range underflows small gradients; bf16 has fp32's range.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self.batcher = ChunkBatcher(corpus.train, cfg.model.context_length, cfg.train.batch_size, cfg.train.seed)
-        self.val = val_batches(corpus.val, cfg.model.context_length, cfg.train.batch_size, cfg.train.eval_batches)
+        self.val = val_batches(corpus.val, cfg.model.context_length, EVAL_ROWS, cfg.train.eval_batches)
         self.step = 0
         self.history: list[dict[str, float]] = []
 
