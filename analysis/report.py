@@ -44,6 +44,9 @@ def _section_search(sweep: Sweep, out: Path, written: list[Path]) -> list[str]:
     if sweep.search == "grid" and y is not None:
         fig = figures.grid_heatmap(tables.grid_pivot(sweep.trials, x, y), x, y)
         text = "Grid search: each cell is the final val_ppl of that combination (mean over repeats)."
+        if int(sweep.params.get("sweep.num_samples", 1)) > 1:  # repeats, one seed each: how much a cell means
+            text += "\n\nOver the seeds: mean ± std (repeats).\n\n" + tables.to_markdown(
+                tables.grid_spread(sweep.trials, x, y))
     else:
         fig = figures.search_scatter(sweep.trials, x, y)
         text = (f"{sweep.search or 'unknown'} search: each point a trial, coloured by final val_ppl "

@@ -50,13 +50,25 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def grid_pivot(trials: pd.DataFrame, x_key: str, y_key: str, value: str = "final_val_ppl") -> pd.DataFrame:
-    """Mean `value` per (y, x) cell of a grid sweep: rows are y_key values, columns x_key values, both sorted;
-    cells without a usable trial (diverged, error, missing) are NaN."""
+def grid_pivot(trials: pd.DataFrame, x_key: str, y_key: str, value: str = "final_val_ppl",
+               aggfunc: str = "mean") -> pd.DataFrame:
+    """`aggfunc` of `value` per (y, x) cell of a grid sweep (over its repeats): rows are y_key values, columns
+    x_key values, both sorted; cells without a usable trial (diverged, error, missing) are NaN."""
     ok = trials[~failed(trials)]
-    table = ok.pivot_table(index=y_key, columns=x_key, values=value, aggfunc="mean")
+    table = ok.pivot_table(index=y_key, columns=x_key, values=value, aggfunc=aggfunc)
     return table.reindex(index=sorted(trials[y_key].dropna().unique()),
                          columns=sorted(trials[x_key].dropna().unique()))
+
+
+def grid_spread(trials: pd.DataFrame, x_key: str, y_key: str) -> pd.DataFrame:
+    """'mean ± std (n)' of the final val_ppl per cell, for a grid repeated with several seeds."""
+    mean, std, n = (grid_pivot(trials, x_key, y_key, aggfunc=f) for f in ("mean", "std", "count"))
+    cells = mean.copy().astype(object)
+    for y in mean.index:
+        for x in mean.columns:
+            cells.loc[y, x] = (f"{mean.loc[y, x]:.1f} ± {std.loc[y, x]:.1f} ({int(n.loc[y, x])})"
+                               if n.loc[y, x] > 1 else format_value(mean.loc[y, x]))
+    return cells.rename_axis(index=f"{y_key} \\ {x_key}").reset_index()
 
 
 def correlation(x: pd.Series, y: pd.Series) -> dict[str, float]:

@@ -257,3 +257,12 @@ def test_report_of_a_sweep_without_trials_or_with_text_values(tmp_path, asha_tri
                       trials, curves_for(trials))
         text, written = build_report(sweep, tmp_path / search)
         assert "| gelu |" in text and all(_is_png(p) for p in written)
+
+
+def test_grid_spread_gives_mean_std_and_count_of_repeats():
+    from analysis.tables import grid_spread
+
+    trials = make_trials([("a", 1e-3, 0, 100.0, 0.5, 100, "completed"), ("b", 1e-3, 0, 110.0, 0.5, 100, "completed"),
+                          ("c", 3e-3, 0, 90.0, 0.5, 100, "completed"), ("d", 3e-3, 0, 5.0, 0.5, 10, "diverged")])
+    row = grid_spread(trials, "optim.lr", "optim.warmup_steps").iloc[0]
+    assert row[1e-3] == "105.0 ± 7.1 (2)" and row[3e-3] == "90"  # the diverged repeat is no measurement
