@@ -117,10 +117,15 @@ def _set_up_tracking(plan: SweepPlan) -> None:
     """Import torch, Ray Tune and MLflow and create the sweep's experiment (a fresh database: ~2 s of schema
     migrations). Only after the data is ready: bad input fails fast, without seconds of importing them."""
     import sweeps.trainable  # noqa: F401  (torch and Ray Tune)
-    from sweeps.tracking import ensure_experiment
+    from mlflow.tracking import MlflowClient
 
+    from sweeps.journal import CLIENT_ENV
+    from sweeps.mlflow_writer import ensure_experiment
+
+    for key, value in CLIENT_ENV.items():  # fail fast on a server that is down: the journal retries instead
+        os.environ.setdefault(key, value)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "creating database tables" on every first run
-    ensure_experiment(plan.tracking_uri, plan.experiment)
+    ensure_experiment(MlflowClient(plan.tracking_uri), plan.experiment)
 
 
 def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:

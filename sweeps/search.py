@@ -44,6 +44,9 @@ class TruthfulOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or self.metric not in result:
             return  # a progress report between evals carries no validation loss
+        self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict) -> None:
         reported = self.__dict__.setdefault("_reported_steps", {}).setdefault(trial_id, set())
         step = int(result["step"])
         if step not in reported:  # a trial restarted from a checkpoint replays steps Optuna has already
@@ -57,6 +60,8 @@ class TruthfulOptunaSearch(OptunaSearch):
 
         trial = self._ot_trials[trial_id]
         outcome = outcome_of(result, int(result["max_steps"])) if result and not error else None
+        if outcome is not None and self.metric in result:  # Tune hands the last report to this method alone
+            self._report(trial_id, result)
         if outcome in (COMPLETED, DIVERGED):
             self._ot_study.tell(trial, float(result[self.metric]), state=optuna.trial.TrialState.COMPLETE)
         elif outcome is None:

@@ -2,59 +2,37 @@
 
     python sweeps/lr_warmup.py --mlflow-uri sqlite:////abs/path/mlflow.db   (then: mlflow ui ... --host 127.0.0.1)
 
-Only the driver writes to MLflow (SQLite dislikes concurrent writers). Runs are found again by tags rather than
-remembered, so a resumed sweep or a restarted trial continues its runs instead of duplicating them:
-the parent carries `gptsweep.sweep_path` (the Tune experiment folder) and `gptsweep.sweep_key` (its hash, which
-is what searches use: a path may hold quotes), each child `gptsweep.trial_id`. A trial that Tune restarts or a
-resumed sweep re-runs reports again from its last checkpoint: steps already logged are skipped, so every metric's
-step axis stays strictly increasing, and params are logged once (MLflow params are write-once).
-Child outcome tags: completed (FINISHED), pruned by ASHA (KILLED), diverged or error (FAILED), interrupted
-(KILLED until the sweep is resumed). The parent is FINISHED, or KILLED while an interrupted sweep awaits --resume.
+Only the driver writes to MLflow (SQLite dislikes concurrent writers). The callback turns Tune's events into
+journal lines (sweeps.journal) that sweeps.mlflow_writer applies in order; while the tracking server is down the
+lines wait in the sweep's folder and the trials keep training. Child outcome tags: completed (FINISHED), pruned
+by ASHA (KILLED), diverged or error (FAILED), interrupted (KILLED until the sweep is resumed). The parent is
+FINISHED, or KILLED while an interrupted sweep awaits --resume.
 """
 from __future__ import annotations
 
-import hashlib
 import numbers
+import os
+import sys
 import time
 
-from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from sweeps.journal import Journal, Outbox, journal_folder
+from sweeps.mlflow_writer import MlflowWriter, find_sweep_run
 from trainer import results as R
-from trainer.cli import sqlite_path
 from trainer.config import config_from_params, flatten
 
 
-def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """Create the experiment from the driver before anything else touches a fresh database (schema race)."""
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    database = sqlite_path(tracking_uri)  # keep artifacts beside the database, not in the trial's cwd
-    artifacts = (database.parent / "mlartifacts").as_uri() if database is not None else None
-    return client.create_experiment(name, artifact_location=artifacts)
 
-
-STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.ERROR: "FAILED",
-          R.INTERRUPTED: "KILLED"}  # MLflow run status of each outcome
+def end_wait_s() -> float:
+    """How long a sweep's end waits for an unreachable tracking server before leaving the rest to sweeps.sync."""
+    return float(os.environ.get("GPTSWEEP_TRACKING_WAIT_S", "60"))
 
 
 def trial_outcome(trial) -> str:
     """The outcome of a trial that ended without an exception."""
     return R.outcome_of(trial.last_result or {}, config_from_params(trial.config).train.max_steps)
-
-
-def sweep_key(sweep_path: str) -> str:
-    """A search-safe id of a sweep: MLflow filter strings have no escape for quotes, paths may hold them."""
-    return hashlib.sha256(str(sweep_path).encode()).hexdigest()[:32]
-
-
-def find_sweep_run(client: MlflowClient, experiment_id: str, sweep_path: str) -> str | None:
-    found = client.search_runs([experiment_id], f"tags.`{R.SWEEP_KEY}` = '{sweep_key(sweep_path)}'",
-                               max_results=1)
-    return found[0].info.run_id if found else None
 
 
 def mark_sweep(tracking_uri: str, experiment: str, sweep_path: str, status: str) -> None:
@@ -66,103 +44,61 @@ def mark_sweep(tracking_uri: str, experiment: str, sweep_path: str, status: str)
         client.set_terminated(run_id, status)
 
 
+def _numbers(values: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+
+
+def _strings(values: dict) -> dict[str, str]:
+    """Params as MLflow stores them (strings), fixed before the journal's JSON could turn a tuple into a list."""
+    return {k: str(v) for k, v in values.items()}
+
+
 class MLflowTracking(tune.Callback):
     def __init__(self, tracking_uri: str, experiment: str, sweep_path: str, sweep_params: dict[str, object],
                  searched: list[str], corpus_metrics: dict[str, float] | None = None):
         self.tracking_uri, self.experiment, self.sweep_path = tracking_uri, experiment, sweep_path
         self.sweep_params, self.searched, self.corpus_metrics = sweep_params, searched, corpus_metrics or {}
-        self.experiment_id: str | None = None  # set, like parent_run_id, by setup() on every driver start
-        self.parent_run_id: str | None = None
         self.total_trials = 0  # from Tune's setup info; fewer trials at the end means the sweep was interrupted
-        self._children: dict[str, str] = {}  # trial id → run id, for the trials started by this driver
+        self.synced = True  # False when the sweep ended with journal lines MLflow has not got yet
+        self._started: set[str] = set()  # trial ids started by this driver
         self._ended: set[str] = set()  # trial ids completed, pruned or errored in this driver
-        self._logged_step: dict[str, int] = {}  # trial id → last step logged (a restarted trial replays steps)
-        self._start_step: dict[str, int] = {}
 
-    # The client is made lazily and not pickled: Tune pickles callbacks into the experiment state.
+    # The outbox is made at setup and not pickled: Tune pickles callbacks into the experiment state.
     def __getstate__(self):
-        return {**self.__dict__, "_client": None, "_children": {}, "_ended": set(), "_logged_step": {},
-                "_start_step": {}, "parent_run_id": None}
+        return {**self.__dict__, "_outbox": None, "_started": set(), "_ended": set()}
 
     @property
-    def client(self) -> MlflowClient:
-        if getattr(self, "_client", None) is None:
-            self._client = MlflowClient(self.tracking_uri)
-        return self._client
+    def parent_run_id(self) -> str | None:
+        return self._outbox.writer.parent_id
 
     def setup(self, **info) -> None:
         self.total_trials = int(info.get("total_num_samples") or 0)
-        self.experiment_id = ensure_experiment(self.tracking_uri, self.experiment)
-        self.parent_run_id = find_sweep_run(self.client, self.experiment_id, self.sweep_path)
-        if self.parent_run_id is not None:  # a resumed sweep: the same parent, running again
-            self.client.update_run(self.parent_run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(
-                self.experiment_id, run_name=f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
-                tags={R.SWEEP_PATH: self.sweep_path, R.ROLE: R.ROLE_SWEEP,
-                      R.SWEEP_KEY: sweep_key(self.sweep_path), R.SEARCHED: ",".join(self.searched)})
-            self.parent_run_id = run.info.run_id
-            self._log_metrics(self.parent_run_id, self.corpus_metrics, step=0)
-        self._log_params_once(self.parent_run_id, self.sweep_params)
+        writer = MlflowWriter(self.tracking_uri, self.experiment, self.sweep_path)
+        self._outbox = Outbox(Journal(journal_folder(self.sweep_path)), writer, self.tracking_uri)
+        self._outbox.send({"op": "sweep", "tracking_uri": self.tracking_uri, "experiment": self.experiment,
+                           "sweep_path": self.sweep_path,
+                           "run_name": f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                           "searched": self.searched, "params": _strings(self.sweep_params),
+                           "corpus_metrics": _numbers(self.corpus_metrics)})
 
-    def _child(self, trial) -> str:
-        if trial.trial_id in self._children:
-            return self._children[trial.trial_id]
-        found = self.client.search_runs(
-            [self.experiment_id], f"tags.`{R.TRIAL_ID}` = '{trial.trial_id}' and "
-                             f"tags.`{R.PARENT_RUN_ID}` = '{self.parent_run_id}'", max_results=1)
-        if found:  # a resumed sweep: continue the run, after the last step it has
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, R.OUTCOME, R.RUNNING)
-            history = self.client.get_metric_history(run_id, "train_loss")
-            self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
-        else:
-            run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags={
-                R.PARENT_RUN_ID: self.parent_run_id, R.TRIAL_ID: trial.trial_id,
-                R.ROLE: R.ROLE_TRIAL, R.OUTCOME: R.RUNNING}).info.run_id
-            self._log_metrics(run_id, self.corpus_metrics, step=0)
-        self._log_params_once(run_id, trial.config)
-        self._children[trial.trial_id] = run_id
-        return run_id
-
-    def _log_params_once(self, run_id: str, values: dict) -> None:
-        """Log the params the run lacks. MLflow raises on a param re-logged with another value, and a resumed
-        run may see one rendered differently (or a run created just before a crash may have none yet)."""
-        have = self.client.get_run(run_id).data.params
-        missing = [p for p in _params(values) if p.key not in have]
-        if missing:
-            self.client.log_batch(run_id, params=missing)
-
-    def _log_metrics(self, run_id: str, values: dict, step: int) -> None:
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items()
-                   if isinstance(v, numbers.Real) and not isinstance(v, bool)]  # numpy scalars count too
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics)
+    def _start(self, trial) -> None:
+        if trial.trial_id not in self._started:
+            self._started.add(trial.trial_id)
+            self._outbox.send({"op": "trial", "trial_id": trial.trial_id, "run_name": str(trial),
+                               "params": _strings(trial.config), "corpus_metrics": _numbers(self.corpus_metrics)})
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._child(trial)
+        self._start(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        run_id = self._child(trial)
-        step = int(result["step"])
-        start = int(result.get("start_step") or 0)
-        if start and self._start_step.get(trial.trial_id) != start:  # began from a checkpoint: restart or resume
-            self._start_step[trial.trial_id] = start
-            self.client.set_tag(run_id, R.RESUMED_FROM_STEP, str(start))
-        if step <= self._logged_step.get(trial.trial_id, -1):
-            return  # replayed from an older checkpoint than the last logged step: logged already
-        self._logged_step[trial.trial_id] = step
-        self._log_metrics(run_id, {k: result[k] for k in R.LOGGED_METRICS if k in result}, step)
-        if result.get("samples"):
-            self.client.log_text(run_id, "\n\n---\n\n".join(result["samples"]), f"samples/step_{step:06d}.txt")
+        self._start(trial)
+        self._outbox.send({"op": "result", "trial_id": trial.trial_id, "step": int(result["step"]),
+                           "start_step": int(result.get("start_step") or 0), "samples": result.get("samples"),
+                           "metrics": _numbers({k: result[k] for k in R.LOGGED_METRICS if k in result})})
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-        """Tune restarts a crashed trial (FailureConfig.max_failures): count it; the run itself continues."""
-        run_id = self._child(trial)
-        restarts = int(self.client.get_run(run_id).data.tags.get(R.RESTARTS, "0")) + 1
-        self.client.set_tag(run_id, R.RESTARTS, str(restarts))
+        self._start(trial)
+        self._outbox.send({"op": "recover", "trial_id": trial.trial_id})
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._finish(trial, trial_outcome(trial))
@@ -171,65 +107,40 @@ class MLflowTracking(tune.Callback):
         self._finish(trial, R.ERROR)
 
     def _finish(self, trial, outcome: str) -> None:
-        run_id = self._child(trial)
+        self._start(trial)
         self._ended.add(trial.trial_id)
-        self.client.set_tag(run_id, R.OUTCOME, outcome)
-        if trial.last_result and trial.last_result.get("node_id"):
-            self.client.set_tag(run_id, R.NODE_ID, trial.last_result["node_id"])
-        config = flatten(config_from_params(trial.config))
-        self.client.log_dict(run_id, config, "config.json")
-        self._log_learning_curve(run_id, str(trial))
-        self.client.set_terminated(run_id, STATUS[outcome])
-
-    def _log_learning_curve(self, run_id: str, title: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key in ("train_loss", "val_loss"):
-            history = sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
-            if history:
-                ax.plot(*zip(*history), marker="o", markersize=3, label=key)
-        ax.set(xlabel="training step", ylabel="loss (nats/token)", title=title)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        self.client.log_figure(run_id, fig, "learning_curve.png")
-        plt.close(fig)
+        self._outbox.send({"op": "finish", "trial_id": trial.trial_id, "outcome": outcome, "title": str(trial),
+                           "node_id": (trial.last_result or {}).get("node_id"),
+                           "config": flatten(config_from_params(trial.config))})
 
     def on_experiment_end(self, trials, **info) -> None:
         """FINISHED when every trial ended; after an interrupt (Ctrl+C, SIGTERM) the unfinished trials and the
         parent are KILLED, and `--resume` sets them RUNNING again."""
         # Tune marks the trials it stops at an interrupt TERMINATED (after saving them as RUNNING for --resume),
         # so "unfinished" is: started here and never completed/errored, or never started at all.
-        stopped = [t for t in trials if t.trial_id in self._children and t.trial_id not in self._ended]
+        stopped = [t for t in trials if t.trial_id in self._started and t.trial_id not in self._ended]
         for trial in stopped:
-            run_id = self._children[trial.trial_id]
-            self.client.set_tag(run_id, R.OUTCOME, R.INTERRUPTED)
-            self.client.set_terminated(run_id, STATUS[R.INTERRUPTED])
+            self._outbox.send({"op": "finish", "trial_id": trial.trial_id, "outcome": R.INTERRUPTED})
         never_started = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         interrupted = bool(stopped or never_started) or len(trials) < self.total_trials
         self.finish_sweep(trials, status="KILLED" if interrupted else "FINISHED")
 
     def finish_sweep(self, trials, status: str = "FINISHED") -> None:
-        """Record the best trial so far on the parent run and close it with `status`."""
-        if self.parent_run_id is None:
-            return
+        """Record the best trial so far on the parent run, close it with `status`, and wait (a bounded time)
+        for MLflow to have everything; what it still lacks waits in the journal for sweeps.sync."""
         ranked = [t for t in trials if t.last_result and
                   R.counts_for_best(trial_outcome(t), t.last_result.get("val_ppl"))]
+        best = None
         if ranked:
-            best = min(ranked, key=lambda t: t.last_result["val_ppl"])
-            # Tags, not params: MLflow params are write-once and a resumed sweep may find a new best trial.
-            best_tags = {f"{R.BEST_PREFIX}{k}": str(best.config[k]) for k in self.searched}
-            for key, value in {R.BEST_TRIAL_ID: best.trial_id, **best_tags}.items():
-                self.client.set_tag(self.parent_run_id, key, value)
-            self._log_metrics(self.parent_run_id, {f"best_{k}": best.last_result[k] for k in
-                                                   ("val_ppl", "val_loss", "finetune_acc", "finetune_acc_fewshot")
-                                                   if k in best.last_result}, step=0)
-        self.client.set_terminated(self.parent_run_id, status)
-
-
-def _params(config: dict) -> list[Param]:
-    return [Param(k, str(v)) for k, v in sorted(config.items())]
-
+            top = min(ranked, key=lambda t: t.last_result["val_ppl"])
+            best = {"tags": {R.BEST_TRIAL_ID: top.trial_id,
+                             **{f"{R.BEST_PREFIX}{k}": str(top.config[k]) for k in self.searched}},
+                    "metrics": _numbers({f"best_{k}": top.last_result[k] for k in
+                                         ("val_ppl", "val_loss", "finetune_acc", "finetune_acc_fewshot")
+                                         if k in top.last_result})}
+        self._outbox.send({"op": "end", "status": status, "best": best})
+        self.synced = self._outbox.drain(end_wait_s())
+        if not self.synced:
+            print(f"MLflow at {self.tracking_uri} did not come back: {len(self._outbox.queue)} updates wait in "
+                  f"{self._outbox.journal.path}; when it is back, run:\n  python -m sweeps.sync --sweep "
+                  f"{self.sweep_path}", file=sys.stderr, flush=True)
