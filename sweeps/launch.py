@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from sweeps.plan import REDUCTION_FACTOR, SearchSpace, SweepPlan, make_plan
 from sweeps.signals import StopOnSignal
@@ -34,15 +35,15 @@ REPORTED = {"step": "step", "val_ppl": "val_ppl", "val_acc": "val_acc", "tokens_
             "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
 
 
-def _search_algorithm(plan: SweepPlan, run_name: str, sweep_path: str):
+def _search_algorithm(plan: SweepPlan, study_name: str, sweep_path: str, seed: int, num_samples: int):
     from ray import tune
 
     if plan.search == "optuna":
         from sweeps.search import optuna_search, study_storage
 
-        return optuna_search(plan.seed, plan.num_samples, study_storage(plan.tracking_uri, sweep_path), run_name)
+        return optuna_search(seed, num_samples, study_storage(plan.tracking_uri, sweep_path), study_name)
     # An explicit generator ignores TuneConfig.max_concurrent_trials (Tune only warns): give it the limit itself.
-    return tune.search.BasicVariantGenerator(random_state=plan.seed, max_concurrent=plan.max_concurrent)
+    return tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=plan.max_concurrent)
 
 
 def _scheduler(plan: SweepPlan):
@@ -148,34 +149,13 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
         tracking_ready.result()
 
     from sweeps.trainable import train_gpt
-    from sweeps.tracking import MLflowTracking, mark_sweep
+    from sweeps.tracking import mark_sweep
     from trainer.floors import loss_floors
 
     trainable = tune.with_resources(
         tune.with_parameters(train_gpt, corpus=corpus, tokenizer=tokenizer, finetune_data=finetune_data),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
-    if plan.resume_path is not None:
-        print(f"resuming {plan.resume_path}", flush=True)
-        sweep_path = str(plan.resume_path)
-        tuner = tune.Tuner.restore(sweep_path, trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        run_name = f"{plan.experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
-        sweep_path = f"{plan.storage}/{run_name}"
-        tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=sweep_path,
-                                  sweep_params=_sweep_params(plan), searched=list(plan.dims),
-                                  corpus_metrics=loss_floors(corpus.train, corpus.val, corpus.vocab_size))
-        reporter = tune.CLIReporter(metric_columns=REPORTED, parameter_columns=list(plan.dims),
-                                    max_report_frequency=60, sort_by_metric=True)
-        tuner = tune.Tuner(
-            trainable, param_space=_param_space(plan),
-            tune_config=tune.TuneConfig(metric="val_loss", mode="min",
-                                        search_alg=_search_algorithm(plan, run_name, sweep_path),
-                                        scheduler=_scheduler(plan), num_samples=_tune_samples(plan),
-                                        max_concurrent_trials=plan.max_concurrent, reuse_actors=True),
-            run_config=tune.RunConfig(name=run_name, storage_path=plan.storage, callbacks=[tracking],
-                                      failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                      progress_reporter=reporter, verbose=1))
+    tuner, sweep_path = _tuner(plan, trainable, loss_floors(corpus.train, corpus.val, corpus.vocab_size))
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a second signal: Tune's callbacks did not close the parent run
@@ -193,6 +173,52 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
               f"see {results.experiment_path}", file=sys.stderr)
         return 1
     return 0
+
+
+def _tuner(plan: SweepPlan, trainable, floors: dict):
+    """(Tuner, the sweep's identity path): a new sweep, the latest one restored, or a finished one grown."""
+    from ray import tune
+
+    from sweeps.grow import mark_part, plan_growth
+
+    if plan.resume_path is None:
+        name = f"{plan.experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
+        path = f"{plan.storage}/{name}"
+        return _new_tuner(plan, trainable, floors, name, path, plan.seed, _tune_samples(plan)), path
+    growth = plan_growth(plan.resume_path, plan.grow_to, plan.search) if plan.grow_to else None
+    if growth is None:
+        print(f"resuming {plan.resume_path}", flush=True)
+        tuner = tune.Tuner.restore(str(plan.resume_path), trainable, resume_unfinished=True, resume_errored=True)
+        return tuner, str(plan.resume_path)
+    print(f"growing {growth.origin} from {growth.trials} to {plan.grow_to} trials in {growth.folder}", flush=True)
+    mark_part(growth)
+    # A new seed for the new part: the same one would propose the first part's random points again.
+    tuner = _new_tuner(plan, trainable, floors, growth.folder.name, str(growth.origin), plan.seed + growth.trials,
+                       plan.grow_to - growth.trials)
+    return tuner, str(growth.origin)
+
+
+def _new_tuner(plan: SweepPlan, trainable, floors: dict, name: str, identity: str, seed: int, num_samples: int):
+    """A Tune experiment `name` in plan.storage, tracked in MLflow (and Optuna) as the sweep at `identity`."""
+    from ray import tune
+
+    from sweeps.tracking import MLflowTracking
+
+    tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=identity,
+                              sweep_params=_sweep_params(plan), searched=list(plan.dims), corpus_metrics=floors)
+    reporter = tune.CLIReporter(metric_columns=REPORTED, parameter_columns=list(plan.dims),
+                                max_report_frequency=60, sort_by_metric=True)
+    study = Path(identity).name
+    return tune.Tuner(
+        trainable, param_space=_param_space(plan),
+        tune_config=tune.TuneConfig(metric="val_loss", mode="min",
+                                    search_alg=_search_algorithm(plan, study, identity, seed, num_samples),
+                                    scheduler=_scheduler(plan), num_samples=num_samples,
+                                    max_concurrent_trials=plan.max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=plan.storage, callbacks=[tracking],
+                                  failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                  progress_reporter=reporter, verbose=1))
 
 
 def _print_resume(plan: SweepPlan, signum: int, wall_s: float) -> None:

@@ -75,6 +75,7 @@ class SweepPlan:
     seed: int
     resume_path: Path | None
     resume_command: str  # what to type to continue this sweep after an interrupt
+    grow_to: int | None = None  # --resume --num-samples N: grow the finished sweep to N trials
 
     @property
     def fixed(self) -> dict[str, object]:
@@ -114,6 +115,7 @@ def resources(args: argparse.Namespace, budget: SweepBudget, gpus_available: int
 def latest_sweep(storage: Path, experiment: str) -> Path:
     from ray import tune
 
+    # A grown sweep's later parts (NAME_grow8, ...) sort after its first: the latest part is the one to resume.
     candidates = sorted(p for p in storage.glob(f"{experiment}_*") if tune.Tuner.can_restore(str(p)))
     if not candidates:
         raise ConfigError(f"--resume: no sweep of experiment '{experiment}' in {storage}; "
@@ -144,4 +146,4 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
         grace_steps=grace_steps(cfg.train.max_steps), max_failures=budget.max_failures,
         storage=storage, tracking_uri=args.mlflow_uri or default_tracking_uri(), address=args.address,
         seed=args.seed, resume_path=latest_sweep(Path(storage), args.experiment) if args.resume else None,
-        resume_command=resume_command(name, argv))
+        resume_command=resume_command(name, argv), grow_to=args.num_samples if args.resume else None)

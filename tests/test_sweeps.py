@@ -183,3 +183,19 @@ def test_grid_repeats_are_repeats_with_their_own_seeds(inputs):
     assert sorted(int(c.data.params["train.seed"]) for c in children) == [0, 1]
     curves = [[m.value for m in client.get_metric_history(c.info.run_id, "train_loss")] for c in children]
     assert curves[0] != curves[1]
+
+
+def test_resume_with_more_samples_grows_the_sweep_in_the_same_parent_and_study(optuna_sweep):
+    """Last in this file: it grows the module's optuna sweep from 4 to 6 trials."""
+    import optuna
+
+    args = sweep_args(optuna_sweep, "optuna4", "--resume", "--num-samples", "6")
+    assert run_sweep("lr_warmup", lr_warmup_space, args) == 0
+    _, parents, children = runs_of(optuna_sweep, "optuna4")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 6
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    study_name = parents[0].data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{optuna_sweep / 'optuna.db'}")
+    assert len(study.trials) == 6
+    assert run_sweep("lr_warmup", lr_warmup_space, args) == 0  # at 6 already: a plain resume, nothing added
+    assert len(runs_of(optuna_sweep, "optuna4")[2]) == 6
