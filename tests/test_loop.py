@@ -92,7 +92,7 @@ def test_a_resumed_run_continues_exactly_where_it_stopped(smoke_trainer):
         interrupted.run(on_eval=checkpoint_then_die_at_step_8)
     resumed = smoke_trainer(**settings)
     checkpoint.seek(0)
-    resumed.load_state_dict(torch.load(checkpoint, weights_only=False))
+    resumed.load_state_dict(torch.load(checkpoint, weights_only=True))  # tensors and plain data only
     resumed.run()
     assert resumed.step == straight.step == 12
     assert [h["step"] for h in resumed.history] == [4, 8, 12]

@@ -4,23 +4,24 @@
 
 Plain PyTorch, no Ray: `Pretrainer.run(on_eval=...)` calls back at every eval with the metrics (train_loss,
 val_loss, val_ppl, val_acc, lr, tokens_per_s, eval_s) so the Ray trainable can forward them to Tune, and
-`state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU.
+`state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU, as
+tensors and plain data only (a checkpoint loads with `weights_only=True`, to the CPU); `load_state_dict` moves
+each part to where this run keeps it.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
 from trainer.config import OptimConfig, RunConfig, TrainConfig
 from trainer.data import ChunkBatcher, Corpus, val_batches
 from trainer.model import GPT
+from trainer.rng import rng_state, set_rng_state
 from trainer.tokenizer import TextTokenizer
 
 SAMPLE_PROMPTS = ("The", "In 1998 , the", "Once upon a time")
@@ -109,9 +110,7 @@ class Pretrainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "batcher": self.batcher.state_dict(), "step": self.step,
-            "history": self.history, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                             "python": random.getstate(),
-                                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "history": self.history, "rng": rng_state(),  # tensors and plain data: loads with weights_only=True
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -120,11 +119,7 @@ class Pretrainer:
         self.scaler.load_state_dict(state["scaler"])
         self.batcher.load_state_dict(state["batcher"])
         self.step, self.history = state["step"], list(state["history"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        set_rng_state(state["rng"])
 
     # --- training ----------------------------------------------------------------------------------------
     def train_step(self) -> float:
