@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class TrainConfig:
     max_steps: int = 2000
     eval_every: int = 200
     eval_batches: int = 20
-    precision: str = "auto"  # auto (bf16 where supported, else fp32), bf16, fp16, fp32
+    precision: str = "auto"  # auto (bf16 where native, else fp16 on a GPU with fp16 tensor cores, else fp32), bf16, fp16, fp32
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
@@ -255,3 +256,16 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_device(t.device)
+
+
+def check_device(device: str) -> None:
+    """train.device names auto, cpu, cuda or cuda:N, and a GPU this machine (this trial, under Ray) can see."""
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device not in ("auto", "cpu") and not match:
+        raise ConfigError(f"train.device={device!r}: use auto, cpu, cuda or cuda:N")
+    if match:
+        index, count = int(match[1] or 0), gpu_count()
+        if index >= count:
+            raise ConfigError(f"train.device={device} but this machine has {count} CUDA GPU(s) visible; "
+                              "use --set train.device=auto (or cpu)" + (f", or cuda:0 to cuda:{count - 1}" if count else ""))

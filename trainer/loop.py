@@ -57,13 +57,17 @@ def resolve_device(train: TrainConfig) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. `auto` picks bf16 wherever the hardware does it natively."""
+    """The autocast dtype, or None for plain fp32. `auto` picks bf16 wherever the hardware does it natively, and on
+    a GPU without it fp16 or fp32 (`cuda_autocast_dtype`)."""
     if precision == "fp32":
         return None
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
+        if precision == "auto":
+            return cuda_autocast_dtype(torch.cuda.is_bf16_supported(including_emulation=False),
+                                       torch.cuda.get_device_capability(device))
+        bf16_ok = True  # an explicit bf16
     else:
         try:
             bf16_ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -72,6 +76,15 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "bf16" or bf16_ok:
         return torch.bfloat16
     return None
+
+
+def cuda_autocast_dtype(bf16_native: bool, capability: tuple[int, int]) -> torch.dtype | None:
+    """`auto` on a GPU: bf16 where the tensor cores do it (Ampere, sm_80, and later; emulated bf16 on a T4 or V100
+    is slower than fp16), else fp16 with the loop's GradScaler where there are fp16 tensor cores (Volta, sm_70,
+    and later), else fp32 (older GPUs: fp16 there is no faster, or far slower)."""
+    if bf16_native:
+        return torch.bfloat16
+    return torch.float16 if tuple(capability) >= (7, 0) else None
 
 
 @dataclass
