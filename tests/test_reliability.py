@@ -178,11 +178,12 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_continues_its_mlflow_ru
 
 
 # --- 3. an interrupted sweep -------------------------------------------------------------------------------
-def _start_sweep(tmp_path: Path, corpus: Path) -> subprocess.Popen:
-    """Two sequential 600-step trials, Tune's results and MLflow in the default places under tmp_path."""
+def _start_sweep(tmp_path: Path, corpus: Path, *extra: str) -> subprocess.Popen:
+    """Two sequential 600-step trials (unless `extra` flags say otherwise), Tune's results and MLflow in the default
+    places under tmp_path."""
     flags = ["--preset", "smoke", "--data", str(corpus), "--tokenizer", "bpe:300", "--finetune-train", "none",
              "--search", "random", "--scheduler", "fifo", "--num-samples", "2", "--max-concurrent", "1",
-             "--set", "train.max_steps=600", "--set", "train.eval_every=50"]
+             "--set", "train.max_steps=600", "--set", "train.eval_every=50", *extra]
     return subprocess.Popen(SWEEP + flags, cwd=tmp_path, stdout=open(tmp_path / "out.txt", "w"),
                             stderr=open(tmp_path / "err.txt", "w"))
 
