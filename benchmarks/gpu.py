@@ -138,7 +138,10 @@ def measure(preset: str = "seed", steps: int = 400, rounds: int = 10, warmup: in
             "optim.warmup_steps": max(1, (pack_warmup + pack_steps) // 10)}
     if device == "cpu":
         pack["train.threads"] = 1
-    result["packing"] = measure_packing(corpus, preset, pack, tuple(ks), pack_warmup, pack_steps)
+    try:
+        result["packing"] = measure_packing(corpus, preset, pack, tuple(ks), pack_warmup, pack_steps)
+    except Exception as error:  # e.g. Ray missing on a bare GPU machine: the figures above still come back
+        result["packing"] = {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"}
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result
 

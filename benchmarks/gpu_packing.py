@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TRIAL_TIMEOUT_S = 180
 GROWTH = 1.10  # a doubling of k must add at least 10 % total throughput to be worth its memory and latency
 
 
@@ -88,7 +89,9 @@ def _one_k(run, k: int, cfg_overrides: dict, preset: str, corpus_ref, warmup: in
 
     barrier = _barrier_class().remote(k)
     task = run.options(num_gpus=1 / k)
-    trials = ray.get([task.remote(cfg_overrides, preset, corpus_ref, warmup, steps, barrier) for _ in range(k)])
+    # A bound, so that a k that hangs (a worker stuck starting, say) costs a GPU session minutes, not its run.
+    trials = ray.get([task.remote(cfg_overrides, preset, corpus_ref, warmup, steps, barrier) for _ in range(k)],
+                     timeout=TRIAL_TIMEOUT_S)
     ray.kill(barrier)
     span = max(t["end"] for t in trials) - min(t["start"] for t in trials)
     own = [t["tokens"] / (t["end"] - t["start"]) for t in trials]
