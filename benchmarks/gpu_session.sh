@@ -23,6 +23,8 @@ started=$(date +%s)
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   "$PY" - <<'PY'
 import importlib, platform, torch
+from trainer.config import gpu_count
+print("gpu_count()", gpu_count(), "torch.cuda.device_count()", torch.cuda.device_count())
 print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA",
       "bf16 native", torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False))

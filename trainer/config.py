@@ -132,7 +132,9 @@ PRESETS: dict[str, dict[str, object]] = {
 def gpu_count() -> int:
     """torch.cuda.device_count(), without importing torch (seconds, before any input is checked) on a Linux
     machine with no NVIDIA or ROCm driver."""
-    if sys.platform == "linux" and not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists()):
+    # /dev/nvidiactl too: a sandbox (gVisor, some containers) may pass the device nodes without /proc/driver/nvidia.
+    driver = ("/proc/driver/nvidia/gpus", "/dev/nvidiactl", "/dev/kfd")
+    if sys.platform == "linux" and not any(Path(p).exists() for p in driver):
         return 0
     import torch
 
