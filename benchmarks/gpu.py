@@ -82,41 +82,23 @@ def alternate(runners: dict, rounds: int, per_round: int, device, log) -> tuple[
     return tps, losses
 
 
-def measure(preset: str = "seed", steps: int = 400, rounds: int = 10, warmup: int = 3,
-            ks: tuple[int, ...] = (1, 2, 4, 8, 16), pack_steps: int = 200, pack_warmup: int = 10,
-            compile_model: bool = True, device: str = "cuda", log=lambda *a: None) -> dict:
-    started = time.perf_counter()
-    per_round = max(1, steps // rounds)
-    total = warmup + per_round * rounds
-    overrides = {"train.device": device, "train.max_steps": total, "optim.warmup_steps": max(1, total // 10)}
-    if device == "cpu":
-        overrides["train.threads"] = 1
-    cfg = build_config(preset, overrides)
-    corpus, data_note = load_corpus(cfg.model.context_length)
-    default, runners = make_runners(cfg, corpus, compile_model)
-    dev = runners["plain"].device
-    fpt = flops_per_token(runners["plain"].model)
+def warm_up(runners: dict, steps: int, device) -> dict[str, str]:
+    """Untimed steps for each runner (torch.compile compiles here); one that fails is dropped and its error kept."""
     errors = {}
     for name in list(runners):
         try:
-            timed_steps(runners[name], warmup, dev)  # torch.compile compiles here
+            timed_steps(runners[name], steps, device)
         except Exception as error:  # a compiler that fails on this machine loses its runner, not the benchmark
             errors[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
             del runners[name]
-    matmul_peak = measure_peak(dev, n=8192 if dev.type == "cuda" else 1024, repeats=5)
-    tps, losses = alternate(runners, rounds, per_round, dev, log)
-    median = {n: statistics.median(v) for n, v in tps.items()}
-    val = {n: (r.evaluate(runners["plain"].val) if n == "hf" else r.evaluate()["val_loss"])
-           for n, r in runners.items()}
-    ours = [n for n in runners if n != "hf"]
-    equal = [n for n in ours if abs(val[n] - val[default]) <= EQUAL_LOSS * val[default]]
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    peak, source = datasheet_peak(name)
+    return errors
+
+
+def speed_figures(default: str, median: dict, fpt: float, matmul_peak: float, device) -> dict:
+    """Tokens/s of the device's default runner, its MFU against the datasheet peak and the measured matmul, vs HF."""
+    peak, source = datasheet_peak(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu")
     achieved = median[default] * fpt / 1e12
-    result = {
-        "preset": preset, "device": device_name(dev, torch.get_num_threads()), "data": data_note,
-        "precision": str(runners["plain"].autocast_dtype or "fp32"), "tokens_per_step": cfg.train.batch_size *
-        cfg.model.context_length, "steps_per_runner": per_round * rounds, "rounds": rounds,
+    return {
         "default_output_layer": default, "tokens_per_s": round(median[default], 1),
         "flops_per_token": fpt, "achieved_tflops": round(achieved, 3),
         "peak_tflops_datasheet": peak, "peak_source": source,
@@ -124,20 +106,51 @@ def measure(preset: str = "seed", steps: int = 400, rounds: int = 10, warmup: in
         "matmul_tflops_measured": round(matmul_peak, 2), "mfu_vs_measured_matmul": round(achieved / matmul_peak, 4),
         "hf_tokens_per_s": round(median["hf"], 1), "ratio_vs_hf": round(median[default] / median["hf"], 3),
         "hf_mfu": None if peak is None else round(median["hf"] * fpt / 1e12 / peak, 4),
+    }
+
+
+def output_layer_figures(runners: dict, default: str, median: dict, losses: dict) -> dict:
+    """Each runner's speed and losses (validation on the same batches), and the fastest of ours at equal loss."""
+    val = {n: (r.evaluate(runners["plain"].val) if n == "hf" else r.evaluate()["val_loss"])
+           for n, r in runners.items()}
+    equal = [n for n in runners if n != "hf" and abs(val[n] - val[default]) <= EQUAL_LOSS * val[default]]
+    return {
         "output_layers": {n: {"tokens_per_s": round(median[n], 1), "ratio_vs_default": round(
             median[n] / median[default], 3), "train_loss": round(statistics.fmean(losses[n]), 4),
             "val_loss": round(val[n], 4)} for n in runners},
         "fastest_output_layer_at_equal_loss": max(equal, key=median.get),
-        "errors": errors,
     }
+
+
+def measure(preset: str = "seed", steps: int = 400, rounds: int = 10, warmup: int = 3,
+            ks: tuple[int, ...] = (1, 2, 4, 8, 16), pack_steps: int = 200, pack_warmup: int = 10,
+            compile_model: bool = True, device: str = "cuda", log=lambda *a: None) -> dict:
+    started = time.perf_counter()
+    per_round = max(1, steps // rounds)
+    total = warmup + per_round * rounds
+    threads = {"train.threads": 1} if device == "cpu" else {}  # CPU: the tests only
+    cfg = build_config(preset, {"train.device": device, "train.max_steps": total,
+                                "optim.warmup_steps": max(1, total // 10), **threads})
+    corpus, data_note = load_corpus(cfg.model.context_length)
+    default, runners = make_runners(cfg, corpus, compile_model)
+    dev = runners["plain"].device
+    fpt = flops_per_token(runners["plain"].model)
+    errors = warm_up(runners, warmup, dev)
+    matmul_peak = measure_peak(dev, n=8192 if dev.type == "cuda" else 1024, repeats=5)
+    tps, losses = alternate(runners, rounds, per_round, dev, log)
+    median = {n: statistics.median(v) for n, v in tps.items()}
+    result = {"preset": preset, "device": device_name(dev, torch.get_num_threads()), "data": data_note,
+              "precision": str(runners["plain"].autocast_dtype or "fp32"),
+              "tokens_per_step": cfg.train.batch_size * cfg.model.context_length,
+              "steps_per_runner": per_round * rounds, "rounds": rounds,
+              **speed_figures(default, median, fpt, matmul_peak, dev),
+              **output_layer_figures(runners, default, median, losses), "errors": errors}
     log(json.dumps({k: v for k, v in result.items() if k != "output_layers"}))
     del runners  # free the GPU for the packed trials
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     pack = {"train.device": "auto", "train.max_steps": pack_warmup + pack_steps,
-            "optim.warmup_steps": max(1, (pack_warmup + pack_steps) // 10)}
-    if device == "cpu":
-        pack["train.threads"] = 1
+            "optim.warmup_steps": max(1, (pack_warmup + pack_steps) // 10), **threads}
     try:
         result["packing"] = measure_packing(corpus, preset, pack, tuple(ks), pack_warmup, pack_steps)
     except Exception as error:  # e.g. Ray missing on a bare GPU machine: the figures above still come back

@@ -6,8 +6,8 @@ Pre-LN blocks, causal attention, GELU MLP, learned position embeddings, tied inp
 initialisation (residual projections scaled by 1/sqrt(2·layers)). Training and evaluation on CPU take the fused
 output layer + cross-entropy (trainer/fused_loss.py: measured 2x faster there); on CUDA the plain path (logits in
 the autocast dtype, then F.cross_entropy), which is NOT yet measured against the fused one there:
-`python -m benchmarks.gpu --json` times both and a torch.compile'd model at equal loss (`output_layers`). On CPU, attention and dropout use the plain-math versions below,
-which are 2–3× faster there than `F.scaled_dot_product_attention` and `nn.Dropout` at these sizes (the seed's
+`python -m benchmarks.gpu --json` times both and a torch.compile'd model at equal loss (`output_layers`).
+On CPU, attention and dropout use the plain-math versions below, which are 2–3× faster there than `F.scaled_dot_product_attention` and `nn.Dropout` at these sizes (the seed's
 2 × 8 heads × 128² attention; measured with benchmarks/throughput.py); on GPU the fused SDPA kernels stay.
 """
 from __future__ import annotations
