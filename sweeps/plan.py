@@ -133,6 +133,9 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
     # Defaults follow this machine's GPUs; on a cluster (--address) the driver is usually one of its nodes,
     # and launch checks an explicit --gpus-per-trial against the whole cluster once connected.
     cpus, gpus, concurrent = resources(args, budget, gpu_count())
+    if not gpus and cfg.train.device.startswith("cuda"):  # Ray would hand such a trial no GPU
+        raise ConfigError(f"train.device={cfg.train.device} needs a GPU per trial, but --gpus-per-trial is 0; "
+                          "give e.g. --gpus-per-trial 0.25, or --set train.device=auto")
     if gpus == 0:  # one torch thread per reserved core, or concurrent trials fight over the cores
         cfg.train.threads = max(1, int(cpus))
     dims = space(cfg)

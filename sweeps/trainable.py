@@ -9,6 +9,8 @@ store: numpy arrays arrive zero-copy), so a trial never tokenizes. The trial's c
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -36,8 +38,11 @@ def save_checkpoint(trainer: Pretrainer, folder: Path) -> None:
     os.replace(partial, folder / CHECKPOINT_FILE)
 
 
-def load_state(folder: Path, device: torch.device | str = "cpu") -> dict:
-    """The state saved in a checkpoint folder; a missing or unreadable state.pt raises a RuntimeError naming it."""
+def load_state(folder: Path) -> dict:
+    """The state saved in a checkpoint folder, on the CPU (Pretrainer.load_state_dict moves it to the run's device:
+    mapped to a GPU, the RNG states would be refused by their setters). Only tensors and plain data are unpickled
+    (`weights_only=True`): a --storage folder on shared disk must not be a way to run code. A missing, unreadable
+    or foreign state.pt raises a one-line RuntimeError naming it."""
     path = Path(folder) / CHECKPOINT_FILE
     fix = "this trial cannot continue from it: put back an intact copy, or run the sweep again without --resume"
     if not path.is_file():
@@ -45,14 +50,20 @@ def load_state(folder: Path, device: torch.device | str = "cpu") -> dict:
             CHECKPOINT_FILE + ".partial").exists() else ""
         raise RuntimeError(f"checkpoint {path} is missing{leftover}; {fix}")
     try:
-        return torch.load(path, map_location=device, weights_only=False)
-    except Exception as error:  # a truncated or foreign file: say which one, not just "unpickling error"
-        raise RuntimeError(f"corrupt checkpoint {path}: {type(error).__name__}: {error}; {fix}") from error
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which one (in one line), not "unpickling error"
+        # weights_only refuses any other object by its global (torch's message is a paragraph; this is its point)
+        refused = re.search(r"GLOBAL (\S+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+        if refused:
+            raise RuntimeError(f"refused checkpoint {path}: it holds more than tensors and plain data "
+                               f"({refused[1]}), and unpickling that could run code; {fix}") from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise RuntimeError(f"corrupt checkpoint {path}: {type(error).__name__}: {first_line}; {fix}") from error
 
 
 def load_checkpoint(trainer: Pretrainer, checkpoint: tune.Checkpoint) -> None:
     with checkpoint.as_directory() as folder:
-        state = load_state(Path(folder), trainer.device)
+        state = load_state(Path(folder))
     trainer.load_state_dict(state)
 
 

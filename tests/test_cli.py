@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SWEEP, make_tiny_documents
+from trainer.config import gpu_count
 
 TRAINER = [sys.executable, "-m", "trainer"]
 
@@ -89,6 +90,14 @@ CASES = [
     ("unknown-search", ["--search", "bayes"], "argument --search: invalid choice: 'bayes'", "s"),
     ("resume-without-a-sweep", ["--resume"], "--resume: no sweep of experiment 'lr_warmup'", "s"),
     ("trainer-without-out", ["--no-out"], "the following arguments are required: --out", "t"),
+    ("device-unknown", ["--set", "train.device=tpu"], "train.device='tpu': use auto, cpu, cuda or cuda:N", "ts"),
+    ("device-beyond-the-machine", ["--set", "train.device=cuda:64"], "train.device=cuda:64 but this machine has",
+     "ts"),
+    # the same flags mean something else where CUDA is present: each machine checks its own case
+    *([("device-cuda-without-cuda", ["--set", "train.device=cuda"], "train.device=cuda but this machine has 0",
+        "ts")] if not gpu_count() else
+      [("device-cuda-without-gpus-per-trial", ["--gpus-per-trial", "0", "--set", "train.device=cuda"],
+        "train.device=cuda needs a GPU per trial, but --gpus-per-trial is 0", "s")]),
 ]
 PARAMS = [pytest.param(cli, flags, expected, id=f"{'trainer' if cli == 't' else 'sweep'}-{name}")
           for name, flags, expected, clis in CASES for cli in clis]

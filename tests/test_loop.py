@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainer.config import OptimConfig, build_config
-from trainer.loop import DIVERGED_LOSS, lr_at, make_optimizer, resolve_precision
+from trainer.loop import DIVERGED_LOSS, cuda_autocast_dtype, lr_at, make_optimizer, resolve_precision
 from trainer.model import GPT
 
 
@@ -47,6 +47,14 @@ def test_precision_choices():
     assert resolve_precision("bf16", cpu) is torch.bfloat16
     assert resolve_precision("fp16", cpu) is torch.float16
     assert resolve_precision("auto", cpu) in (torch.bfloat16, None)
+
+
+def test_auto_precision_on_a_gpu_is_native_bf16_else_fp16_with_tensor_cores_else_fp32():
+    assert cuda_autocast_dtype(True, (9, 0)) is torch.bfloat16  # H100/H200
+    assert cuda_autocast_dtype(True, (8, 0)) is torch.bfloat16  # A100
+    assert cuda_autocast_dtype(False, (7, 5)) is torch.float16  # T4: bf16 only emulated, fp16 tensor cores
+    assert cuda_autocast_dtype(False, (7, 0)) is torch.float16  # V100
+    assert cuda_autocast_dtype(False, (6, 1)) is None  # Pascal: fp32
 
 
 def test_loss_falls_well_below_the_uniform_level(smoke_trainer):
@@ -92,7 +100,7 @@ def test_a_resumed_run_continues_exactly_where_it_stopped(smoke_trainer):
         interrupted.run(on_eval=checkpoint_then_die_at_step_8)
     resumed = smoke_trainer(**settings)
     checkpoint.seek(0)
-    resumed.load_state_dict(torch.load(checkpoint, weights_only=False))
+    resumed.load_state_dict(torch.load(checkpoint, weights_only=True))  # tensors and plain data only
     resumed.run()
     assert resumed.step == straight.step == 12
     assert [h["step"] for h in resumed.history] == [4, 8, 12]

@@ -165,6 +165,28 @@ def test_training_forward_matches_the_logits_path(model, dtype):
         assert rel(fast[name], ref[name]) < (1e-5 if dtype is None else 1e-3), name
 
 
+def test_the_plain_output_layer_that_cuda_takes_matches_the_fused_one(model):
+    """CUDA trains and evaluates through F.cross_entropy on the logits (GPT.fused_output picks by device); checked
+    here on CPU by forcing it: the same loss, gradients and hits as the fused path."""
+    assert model.uses_fused_output(torch.device("cpu")) and not model.uses_fused_output(torch.device("cuda"))
+    ids, targets = torch.randint(0, 300, (3, 24)), torch.randint(0, 300, (3, 24))
+    results = {}
+    for fused in (True, False):
+        model.fused_output = fused
+        model.train()
+        logits, loss = model(ids, targets, return_logits=False)
+        loss.backward()
+        model.eval()
+        with torch.no_grad():
+            results[fused] = (logits, loss.item(), grads(model), *model.loss_and_hits(ids, targets))
+    (_, fused_loss, fused_grads, fused_eval, fused_hits), (logits, plain_loss, plain_grads, plain_eval, plain_hits) = (
+        results[True], results[False])
+    assert logits is None and plain_loss == pytest.approx(fused_loss, rel=1e-6)
+    for name in fused_grads:
+        assert rel(plain_grads[name], fused_grads[name]) < 1e-5, name
+    assert plain_eval.item() == pytest.approx(fused_eval.item(), rel=1e-6) and torch.equal(plain_hits, fused_hits)
+
+
 def test_loss_and_hits_match_the_logits(model):
     ids, targets = torch.randint(0, 300, (2, 24)), torch.randint(0, 300, (2, 24))
     model.eval()

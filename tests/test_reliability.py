@@ -1,5 +1,6 @@
 """pytest tests/test_reliability.py — sweeps that survive what goes wrong: a diverging trial, a trial whose worker
-is SIGKILLed, a driver stopped by SIGINT/SIGTERM and resumed, corrupt checkpoints (MLflow bookkeeping through all of it: tests/test_tracking.py).
+is SIGKILLed, a driver stopped by SIGINT/SIGTERM and resumed (checkpoints: tests/test_checkpoints.py; MLflow
+bookkeeping: tests/test_tracking.py).
 
     pytest tests/test_reliability.py -m "not slow"      # the unit tests, seconds
     pytest tests/test_reliability.py -k interrupted     # one end-to-end case (a real sweep as a subprocess)
@@ -17,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import SWEEP
@@ -177,11 +177,12 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_continues_its_mlflow_ru
 
 
 # --- 3. an interrupted sweep -------------------------------------------------------------------------------
-def _start_sweep(tmp_path: Path, corpus: Path) -> subprocess.Popen:
-    """Two sequential 600-step trials, Tune's results and MLflow in the default places under tmp_path."""
+def _start_sweep(tmp_path: Path, corpus: Path, *extra: str) -> subprocess.Popen:
+    """Two sequential 600-step trials (unless `extra` flags say otherwise), Tune's results and MLflow in the default
+    places under tmp_path."""
     flags = ["--preset", "smoke", "--data", str(corpus), "--tokenizer", "bpe:300", "--finetune-train", "none",
              "--search", "random", "--scheduler", "fifo", "--num-samples", "2", "--max-concurrent", "1",
-             "--set", "train.max_steps=600", "--set", "train.eval_every=50"]
+             "--set", "train.max_steps=600", "--set", "train.eval_every=50", *extra]
     return subprocess.Popen(SWEEP + flags, cwd=tmp_path, stdout=open(tmp_path / "out.txt", "w"),
                             stderr=open(tmp_path / "err.txt", "w"))
 
@@ -227,49 +228,3 @@ def test_an_interrupted_sweep_stops_cleanly_and_resume_finishes_it(tiny_corpus, 
     assert int(after[1].data.tags["gptsweep.resumed_from_step"]) >= 50  # continued from its checkpoint
     for child in after:
         assert steps_of(client, child.info.run_id) == list(range(50, 601, 50))
-
-
-# --- 6. checkpoint integrity -------------------------------------------------------------------------------
-def test_a_truncated_checkpoint_fails_naming_its_path(smoke_trainer, tmp_path):
-    from ray import tune
-
-    from sweeps.trainable import load_checkpoint, save_checkpoint
-
-    trainer, folder = smoke_trainer(), tmp_path / "checkpoint"
-    folder.mkdir()
-    trainer.run()
-    save_checkpoint(trainer, folder)
-    path = folder / "state.pt"
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(RuntimeError, match=re.escape(f"corrupt checkpoint {path}")):
-        load_checkpoint(smoke_trainer(), tune.Checkpoint.from_directory(str(folder)))
-
-
-def test_checkpoints_are_written_atomically_and_a_partial_file_is_never_loaded(smoke_trainer, tmp_path,
-                                                                               monkeypatch):
-    from ray import tune
-
-    from sweeps.trainable import load_checkpoint, save_checkpoint
-
-    trainer, folder = smoke_trainer(), tmp_path / "checkpoint"
-    folder.mkdir()
-    trainer.run()
-    save_checkpoint(trainer, folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["state.pt"]
-    good = (folder / "state.pt").read_bytes()
-
-    def crash_mid_write(state, f):  # a crash (or kill) while the next checkpoint is being written
-        f.write(b"half a checkpoint")
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(torch, "save", crash_mid_write)
-        save_checkpoint(trainer, folder)
-    assert (folder / "state.pt").read_bytes() == good and (folder / "state.pt.partial").exists()
-    restored = smoke_trainer()
-    load_checkpoint(restored, tune.Checkpoint.from_directory(str(folder)))  # the good one, not the partial
-    assert restored.step == trainer.step == 12
-
-    (folder / "state.pt").unlink()  # only the partial left: an error naming the checkpoint, not a load
-    with pytest.raises(RuntimeError, match=r"state\.pt is missing \(only an unfinished state\.pt\.partial"):
-        load_checkpoint(smoke_trainer(), tune.Checkpoint.from_directory(str(folder)))

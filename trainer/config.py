@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class TrainConfig:
     max_steps: int = 2000
     eval_every: int = 200
     eval_batches: int = 20  # validation batches of trainer.loop.EVAL_ROWS windows each, whatever batch_size is
-    precision: str = "auto"  # auto (bf16 where supported, else fp32), bf16, fp16, fp32
+    precision: str = "auto"  # auto (bf16 where native, else fp16 on a GPU with fp16 tensor cores, else fp32), bf16, fp16, fp32
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
@@ -129,7 +130,9 @@ PRESETS: dict[str, dict[str, object]] = {
 def gpu_count() -> int:
     """torch.cuda.device_count(), without importing torch (seconds, before any input is checked) on a Linux
     machine with no NVIDIA or ROCm driver."""
-    if sys.platform == "linux" and not (Path("/proc/driver/nvidia/gpus").is_dir() or Path("/dev/kfd").exists()):
+    # /dev/nvidiactl too: a sandbox (gVisor, some containers) may pass the device nodes without /proc/driver/nvidia.
+    driver = ("/proc/driver/nvidia/gpus", "/dev/nvidiactl", "/dev/kfd")
+    if sys.platform == "linux" and not any(Path(p).exists() for p in driver):
         return 0
     import torch
 
@@ -257,3 +260,16 @@ def validate(cfg: RunConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_device(t.device)
+
+
+def check_device(device: str) -> None:
+    """train.device names auto, cpu, cuda or cuda:N, and a GPU this machine (this trial, under Ray) can see."""
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device not in ("auto", "cpu") and not match:
+        raise ConfigError(f"train.device={device!r}: use auto, cpu, cuda or cuda:N")
+    if match:
+        index, count = int(match[1] or 0), gpu_count()
+        if index >= count:
+            raise ConfigError(f"train.device={device} but this machine has {count} CUDA GPU(s) visible; "
+                              "use --set train.device=auto (or cpu)" + (f", or cuda:0 to cuda:{count - 1}" if count else ""))

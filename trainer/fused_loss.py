@@ -27,6 +27,9 @@ import torch
 BLOCK_ELEMENTS = 1 << 27
 # Rows per fp32 softmax chunk: two 32 × 50,257 × 4 B ≈ 6.4 MB buffers stay in L3 across the chunk's passes.
 CHUNK_ROWS = 32
+# On a GPU a chunk costs several kernel launches and, in evaluation, one host sync: far fewer, larger chunks there
+# (two 512 × 50,257 × 4 B ≈ 103 MB buffers). A guess, not yet measured (benchmarks/gpu.py times this path).
+GPU_CHUNK_ROWS = 512
 
 # On CPU a fresh tensor of more than 32 MB is a fresh mmap (glibc), and every page faults on first touch: ~2 µs
 # per 4 kB page in a VM, ~0.1 s per step for a 206 MB logits block. So the CPU buffers are kept between calls
@@ -60,8 +63,9 @@ def _loss_and_grads(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, gra
     block_rows = max(1, min(n, BLOCK_ELEMENTS // vocab))
     logits_buf = _buffer("logits", block_rows * vocab, x.dtype, x.device)
     # fp32 work space: a copy of a chunk's logits (unless they are fp32 already), and its softmax.
-    copy_buf = None if x.dtype == torch.float32 else _buffer("chunk", CHUNK_ROWS * vocab, torch.float32, x.device)
-    probs_buf = _buffer("probs", CHUNK_ROWS * vocab, torch.float32, x.device)
+    chunk_rows = CHUNK_ROWS if x.device.type == "cpu" else GPU_CHUNK_ROWS
+    copy_buf = None if x.dtype == torch.float32 else _buffer("chunk", chunk_rows * vocab, torch.float32, x.device)
+    probs_buf = _buffer("probs", chunk_rows * vocab, torch.float32, x.device)
     loss = torch.zeros((), dtype=torch.float32, device=x.device)
     hits = torch.empty(n, dtype=torch.bool, device=x.device) if need_hits else None
     need_grad = grad_scale is not None
@@ -73,8 +77,8 @@ def _loss_and_grads(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, gra
         torch.mm(x[b0:b0 + rows], w.t(), out=z)
         t_block = targets[b0:b0 + rows]
         z_target = z.gather(1, t_block[:, None]).float()  # the rounded logit, as the plain path sees it
-        for c0 in range(0, rows, CHUNK_ROWS):
-            c = min(CHUNK_ROWS, rows - c0)
+        for c0 in range(0, rows, chunk_rows):
+            c = min(chunk_rows, rows - c0)
             zc = z[c0:c0 + c]
             zf = zc if copy_buf is None else copy_buf[:c * vocab].view(c, vocab).copy_(zc)
             m = zf.amax(dim=1, keepdim=True)

@@ -4,24 +4,25 @@
 
 Plain PyTorch, no Ray: `Pretrainer.run(on_eval=...)` calls back at every eval with the metrics (train_loss,
 val_loss, val_ppl, val_acc, lr, tokens_per_s, eval_s) so the Ray trainable can forward them to Tune, and
-`state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU.
+`state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU, as
+tensors and plain data only (a checkpoint loads with `weights_only=True`, to the CPU); `load_state_dict` moves
+each part to where this run keeps it.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 
 from trainer.config import ConfigError, OptimConfig, RunConfig, TrainConfig
 from trainer.data import ChunkBatcher, Corpus, val_batches
 from trainer.model import GPT
 from trainer.results import DIVERGED_LOSS, DIVERGED_PPL, perplexity
+from trainer.rng import rng_state, set_rng_state
 from trainer.tokenizer import TextTokenizer
 
 SAMPLE_PROMPTS = ("The", "In 1998 , the", "Once upon a time")
@@ -60,13 +61,17 @@ def resolve_device(train: TrainConfig) -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. `auto` picks bf16 wherever the hardware does it natively."""
+    """The autocast dtype, or None for plain fp32. `auto` picks bf16 wherever the hardware does it natively, and on
+    a GPU without it fp16 or fp32 (`cuda_autocast_dtype`)."""
     if precision == "fp32":
         return None
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
+        if precision == "auto":
+            return cuda_autocast_dtype(torch.cuda.is_bf16_supported(including_emulation=False),
+                                       torch.cuda.get_device_capability(device))
+        bf16_ok = True  # an explicit bf16
     else:
         try:
             bf16_ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -75,6 +80,15 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "bf16" or bf16_ok:
         return torch.bfloat16
     return None
+
+
+def cuda_autocast_dtype(bf16_native: bool, capability: tuple[int, int]) -> torch.dtype | None:
+    """`auto` on a GPU: bf16 where the tensor cores do it (Ampere, sm_80, and later; emulated bf16 on a T4 or V100
+    is slower than fp16), else fp16 with the loop's GradScaler where there are fp16 tensor cores (Volta, sm_70,
+    and later), else fp32 (older GPUs: fp16 there is no faster, or far slower)."""
+    if bf16_native:
+        return torch.bfloat16
+    return torch.float16 if tuple(capability) >= (7, 0) else None
 
 
 @dataclass
@@ -115,9 +129,7 @@ class Pretrainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "batcher": self.batcher.state_dict(), "step": self.step,
-            "history": self.history, "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                             "python": random.getstate(),
-                                             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "history": self.history, "rng": rng_state(),  # tensors and plain data: loads with weights_only=True
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -126,11 +138,7 @@ class Pretrainer:
         self.scaler.load_state_dict(state["scaler"])
         self.batcher.load_state_dict(state["batcher"])
         self.step, self.history = state["step"], list(state["history"])
-        torch.set_rng_state(state["rng"]["torch"])
-        np.random.set_state(state["rng"]["numpy"])
-        random.setstate(state["rng"]["python"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        set_rng_state(state["rng"])
 
     # --- training ----------------------------------------------------------------------------------------
     def train_step(self) -> float:

@@ -3,9 +3,11 @@
     pytest tests/test_model.py
 
 Pre-LN blocks, causal attention, GELU MLP, learned position embeddings, tied input/output embeddings, GPT-2
-initialisation (residual projections scaled by 1/sqrt(2·layers)). Training with targets can take the fused output
-layer + cross-entropy (trainer/fused_loss.py). On CPU, attention and dropout use the plain-math versions below,
-which are 2–3× faster there than `F.scaled_dot_product_attention` and `nn.Dropout` at these sizes (the seed's
+initialisation (residual projections scaled by 1/sqrt(2·layers)). Training and evaluation on CPU take the fused
+output layer + cross-entropy (trainer/fused_loss.py: measured 2x faster there); on CUDA the plain path (logits in
+the autocast dtype, then F.cross_entropy), which is NOT yet measured against the fused one there:
+`python -m benchmarks.gpu --json` times both and a torch.compile'd model at equal loss (`output_layers`).
+On CPU, attention and dropout use the plain-math versions below, which are 2–3× faster there than `F.scaled_dot_product_attention` and `nn.Dropout` at these sizes (the seed's
 2 × 8 heads × 128² attention; measured with benchmarks/throughput.py); on GPU the fused SDPA kernels stay.
 """
 from __future__ import annotations
@@ -105,6 +107,10 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    # The output layer + loss: None picks by device (fused on CPU, plain on CUDA; see the module docstring);
+    # True or False forces one (benchmarks/gpu.py times both on a GPU).
+    fused_output: bool | None = None
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -126,6 +132,9 @@ class GPT(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def uses_fused_output(self, device: torch.device) -> bool:
+        return device.type == "cpu" if self.fused_output is None else self.fused_output
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # parameters() yields the tied matrix once
@@ -152,6 +161,8 @@ class GPT(nn.Module):
         which never materializes the (tokens × vocab) logits in fp32: same loss and gradients, far less memory
         traffic (see trainer/fused_loss.py).
         """
+        if targets is not None and not return_logits and not self.uses_fused_output(ids.device):
+            return None, F.cross_entropy(self.lm_head(self.hidden_states(ids)).float().flatten(0, 1), targets.flatten())
         if targets is not None and not return_logits:
             # On CPU the tied matrix's two gradients meet in one tensor (a fresh 50,257 × d one costs page
             # faults there); CUDA keeps autograd's own deterministic embedding backward.
@@ -170,6 +181,9 @@ class GPT(nn.Module):
         """The mean cross-entropy and, per position (batch, time), whether the most likely next token (the
         logits' argmax) is the target: val_loss and val_acc, through the fused path, without the logits."""
         hidden = self.hidden_states(ids)
+        if not self.uses_fused_output(ids.device):
+            logits = self.lm_head(hidden)
+            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten()), logits.argmax(dim=-1) == targets
         loss, hits = linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(),
                                           return_hits=True)
         return loss, hits.view_as(targets)
