@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 
 import pandas as pd
@@ -67,6 +68,8 @@ def measure(widths=DEFAULT_WIDTHS, lrs=DEFAULT_LRS, steps: int = 200, tokenizer:
                 loss = train_one(corpus, tok, {**fixed, "model.parametrization": param, "model.d_model": width,
                                                "optim.lr": lr})
                 rows.append({"parametrization": param, "width": width, "lr": lr, "val_loss": loss})
+                print(f"{param} width {width} lr {lr:.3g}: val_loss {loss:.4f} ({time.perf_counter() - started:.0f}s)",
+                      file=sys.stderr, flush=True)  # progress, and what is left if a time limit cuts the run
             seconds[f"{param}/{width}"] = round(time.perf_counter() - t0, 1)
     table = pd.DataFrame(rows, columns=lr_transfer.COLUMNS)
     optima = lr_transfer.optimal_lrs(table)

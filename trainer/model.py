@@ -3,8 +3,9 @@
     pytest tests/test_model.py
 
 Pre-LN blocks, causal attention, GELU MLP, learned position embeddings, tied input/output embeddings, GPT-2
-initialisation (residual projections scaled by 1/sqrt(2·layers)). Training with targets can take the fused output
-layer + cross-entropy (trainer/fused_loss.py). On CPU, attention and dropout use the plain-math versions below,
+initialisation (residual projections scaled by 1/sqrt(2·layers)); with model.parametrization=mup, μP's init,
+attention and readout multipliers (trainer/mup.py). Training with targets can take the fused output layer +
+cross-entropy (trainer/fused_loss.py). On CPU, attention and dropout use the plain-math versions below,
 which are 2–3× faster there than `F.scaled_dot_product_attention` and `nn.Dropout` at these sizes (the seed's
 2 × 8 heads × 128² attention; measured with benchmarks/throughput.py); on GPU the fused SDPA kernels stay.
 """
