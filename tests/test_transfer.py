@@ -97,6 +97,7 @@ def _store(tmp_path, table: pd.DataFrame) -> str:
     return uri
 
 
+@pytest.mark.slow  # ~10 s of MLflow (sqlite schema, 30 runs written and read back)
 def test_transfer_cli_recommends_mup_lr_and_an_sp_power_law(tmp_path, capsys):
     table = synthetic_table()
     uri = _store(tmp_path, table[(table.width <= 64) & (table.lr <= LRS[4])])  # 30 trials: enough, and quicker
