@@ -34,9 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
     parser.add_argument("--run", default=None, help="parent run id of the sweep (default: the latest)")
     args = parser.parse_args(argv)
-    if args.width <= 0 or (args.depth is not None and args.depth <= 0):
-        raise ConfigError(f"--width {args.width} and --depth {args.depth} must be positive integers, "
-                          "e.g. --width 1024 --depth 4")
+    for flag, value in (("--width", args.width), ("--depth", args.depth)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} {value} must be a positive integer, e.g. --width 1024 --depth 4")
     return args
 
 
