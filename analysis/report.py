@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis import figures, tables
 from analysis.importance import param_importances
+from analysis.lr_transfer import transfer_section
 from analysis.runs import FLOORS, Sweep, best_trial, failed, fetch_sweep, usable_trials
 from trainer.cli import default_tracking_uri, exits_cleanly_on_bad_input
 from trainer.privacy import disable_telemetry
@@ -155,7 +156,8 @@ def build_report(sweep: Sweep, out: Path) -> tuple[str, list[Path]]:
         return "\n".join(head + ["", "No trial runs under this sweep (yet): nothing to report."]) + "\n", written
     summary = tables.summary_table(sweep.trials, [k for k in sweep.searched if k in sweep.trials])
     sections = [head, ["## 1. Trials (best final val_ppl first)", "", tables.to_markdown(summary)],
-                _section_search(sweep, out, written), _section_curves(sweep, out, written),
+                _section_search(sweep, out, written), *transfer_section(sweep, out, written),
+                _section_curves(sweep, out, written),
                 _section_importance(sweep, out, written), _section_accuracy(sweep, out, written),
                 _section_samples(sweep), _section_asha(sweep)]
     text = "\n\n".join("\n".join(s) for s in sections) + \

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+PARAMETRIZATIONS = ("sp", "mup")  # trainer/mup.py
+
+
 class ConfigError(ValueError):
     """Bad user input. The message is one line naming the problem and the fix; CLIs exit with code 2."""
 
@@ -38,6 +41,8 @@ class ModelConfig:
     context_length: int = 128
     dropout: float = 0.1
     vocab_size: int = 50257  # the tokenizer's size: with_vocab_size() sets it once the tokenizer is loaded
+    parametrization: str = "sp"  # sp (GPT-2's) or mup: μP, whose optimal lr transfers across width (trainer/mup.py)
+    base_width: int = 256  # under mup: the d_model at which μP equals sp (where the lr was tuned); sp ignores it
 
 
 @dataclass
@@ -240,6 +245,9 @@ def validate(cfg: RunConfig) -> None:
          f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}; choose n_heads that divides "
          "d_model"),
         (0.0 <= m.dropout < 1.0, f"model.dropout={m.dropout} must be in [0, 1)"),
+        (m.parametrization in PARAMETRIZATIONS,
+         f"model.parametrization={m.parametrization!r}: use sp or mup, e.g. --set model.parametrization=mup"),
+        (m.base_width > 0, f"model.base_width={m.base_width} must be > 0: the d_model where μP equals sp, e.g. 128"),
         (0 < o.lr < math.inf, f"optim.lr={o.lr} must be a finite number > 0; e.g. --set optim.lr=3e-4"),
         (0 <= o.min_lr_ratio <= 1, f"optim.min_lr_ratio={o.min_lr_ratio} must be between 0 and 1 (a share of optim.lr)"),
         (0 <= o.warmup_steps <= t.max_steps,

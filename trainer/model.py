@@ -3,9 +3,10 @@
     pytest tests/test_model.py
 
 Pre-LN blocks, causal attention, GELU MLP, learned position embeddings, tied input/output embeddings, GPT-2
-initialisation (residual projections scaled by 1/sqrt(2·layers)). Training and evaluation on CPU take the fused
-output layer + cross-entropy (trainer/fused_loss.py: measured 2x faster there); on CUDA the plain path (logits in
-the autocast dtype, then F.cross_entropy), which is NOT yet measured against the fused one there:
+initialisation (residual projections scaled by 1/sqrt(2·layers)); with model.parametrization=mup, μP's init,
+attention and readout multipliers (trainer/mup.py). Training and evaluation on CPU take the fused output layer +
+cross-entropy (trainer/fused_loss.py: measured 2x faster there); on CUDA the plain path (logits in the autocast
+dtype, then F.cross_entropy), which is NOT yet measured against the fused one there:
 `python -m benchmarks.gpu --json` times both and a torch.compile'd model at equal loss (`output_layers`).
 On CPU, attention and dropout use the plain-math versions below, which are 2–3× faster there than `F.scaled_dot_product_attention` and `nn.Dropout` at these sizes (the seed's
 2 × 8 heads × 128² attention; measured with benchmarks/throughput.py); on GPU the fused SDPA kernels stay.
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from trainer.config import ModelConfig
 from trainer.fused_loss import WeightGradHandoff, linear_cross_entropy, tied_lookup
+from trainer.mup import attention_scale, hidden_init_scale, readout_multiplier
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -62,6 +64,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.proj.is_residual_projection = True
         self.dropout = cfg.dropout
+        self.scale = attention_scale(cfg)  # None: 1/sqrt(d_head) (SP); μP's 1/d_head otherwise
         self.resid_dropout = Dropout(cfg.dropout)
         # Which (query, key) pairs look ahead; not in the state_dict, so checkpoints are unchanged.
         future = torch.ones(cfg.context_length, cfg.context_length, dtype=torch.bool).triu_(1)
@@ -73,11 +76,11 @@ class CausalSelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if x.device.type == "cpu":
             # softmax(q·kᵀ/√d_head, future masked) · v, as SDPA's math path, in 2 bmm + 3 passes over the scores.
-            att = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+            att = (q * (q.shape[-1] ** -0.5 if self.scale is None else self.scale)) @ k.transpose(-2, -1)
             att = att.masked_fill_(self.future[:t, :t], float("-inf")).softmax(dim=-1)  # in place: a fresh product
             y = dropout(att, p) @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p, scale=self.scale)
         return self.resid_dropout(self.proj(y.transpose(1, 2).reshape(b, t, d)))
 
 
@@ -121,12 +124,17 @@ class GPT(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.tok_emb.weight  # weight tying: one matrix reads and writes tokens
+        # μP (trainer/mup.py): the logits times 1/width_mult, applied to the hidden states before every use of the
+        # tied output layer (fused loss, eval, generate); 1.0 under SP, where no multiplication happens at all.
+        self.readout_mult = readout_multiplier(cfg)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             # GPT-2: residual projections shrink with depth so the residual stream's variance stays ~constant.
             scale = 1 / math.sqrt(2 * self.cfg.n_layers) if getattr(module, "is_residual_projection", False) else 1
+            if module is not self.lm_head and self.cfg.parametrization == "mup":
+                scale *= hidden_init_scale(self.cfg)  # variance ∝ 1/fan_in; the tied readout keeps 0.02
             nn.init.normal_(module.weight, mean=0.0, std=0.02 * scale)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -154,6 +162,10 @@ class GPT(nn.Module):
             x = block(x)
         return self.ln_f(x)
 
+    def readout_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The hidden states the output layer reads: times μP's readout multiplier, unchanged under SP."""
+        return hidden if self.readout_mult == 1.0 else hidden * self.readout_mult
+
     def forward(self, ids: torch.Tensor, targets: torch.Tensor | None = None, return_logits: bool = True):
         """Logits (batch, time, vocab); with targets, also the mean next-token cross-entropy (in fp32).
 
@@ -162,16 +174,16 @@ class GPT(nn.Module):
         traffic (see trainer/fused_loss.py).
         """
         if targets is not None and not return_logits and not self.uses_fused_output(ids.device):
-            return None, F.cross_entropy(self.lm_head(self.hidden_states(ids)).float().flatten(0, 1), targets.flatten())
+            logits = self.lm_head(self.readout_input(self.hidden_states(ids)))
+            return None, F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         if targets is not None and not return_logits:
             # On CPU the tied matrix's two gradients meet in one tensor (a fresh 50,257 × d one costs page
             # faults there); CUDA keeps autograd's own deterministic embedding backward.
             handoff = WeightGradHandoff() if ids.device.type == "cpu" else None
-            hidden = self.hidden_states(ids, handoff)
+            hidden = self.readout_input(self.hidden_states(ids, handoff))
             return None, linear_cross_entropy(hidden.flatten(0, 1), self.lm_head.weight, targets.flatten(),
                                               handoff=handoff)
-        hidden = self.hidden_states(ids)
-        logits = self.lm_head(hidden)
+        logits = self.lm_head(self.readout_input(self.hidden_states(ids)))
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
@@ -180,7 +192,7 @@ class GPT(nn.Module):
     def loss_and_hits(self, ids: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean cross-entropy and, per position (batch, time), whether the most likely next token (the
         logits' argmax) is the target: val_loss and val_acc, through the fused path, without the logits."""
-        hidden = self.hidden_states(ids)
+        hidden = self.readout_input(self.hidden_states(ids))
         if not self.uses_fused_output(ids.device):
             logits = self.lm_head(hidden)
             return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten()), logits.argmax(dim=-1) == targets
@@ -195,7 +207,8 @@ class GPT(nn.Module):
         """Append max_new_tokens sampled tokens to ids (batch, time); temperature 0 is greedy."""
         for _ in range(max_new_tokens):
             # Only the last position's logits are used: the output layer runs on that one row.
-            logits = self.lm_head(self.hidden_states(ids[:, -self.cfg.context_length:])[:, -1]).float()
+            hidden = self.hidden_states(ids[:, -self.cfg.context_length:])[:, -1]
+            logits = self.lm_head(self.readout_input(hidden)).float()
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
             else:
