@@ -68,20 +68,10 @@ def _leaves(value):
     return [value]
 
 
-def test_a_checkpoint_loaded_as_a_cuda_run_loads_it_restores_and_continues_bit_for_bit(smoke_trainer, tmp_path):
-    """A restart loads state.pt to the CPU with weights_only=True, whatever the run's device (a CUDA run too: its
-    RNG setters take CPU ByteTensors), and Pretrainer.load_state_dict moves it; the run then continues exactly."""
-    import random
+def checkpoint_at_step_8_then_die(smoke_trainer, settings: dict, folder: Path) -> Path:
+    """A smoke run that checkpoints into `folder` at every eval and dies right after its step-8 checkpoint."""
+    from sweeps.trainable import save_checkpoint
 
-    import numpy as np
-    from ray import tune
-
-    from sweeps.trainable import load_checkpoint, load_state, save_checkpoint
-
-    settings = {"train.precision": "fp32", "model.dropout": 0.1}  # dropout: the RNG states must resume too
-    straight = smoke_trainer(**settings)
-    straight.run()
-    folder = tmp_path / "checkpoint"
     folder.mkdir()
 
     class Killed(Exception):
@@ -95,6 +85,23 @@ def test_a_checkpoint_loaded_as_a_cuda_run_loads_it_restores_and_continues_bit_f
     interrupted = smoke_trainer(**settings)
     with pytest.raises(Killed):
         interrupted.run(on_eval=checkpoint_then_die_at_step_8)
+    return folder
+
+
+def test_a_checkpoint_loaded_as_a_cuda_run_loads_it_restores_and_continues_bit_for_bit(smoke_trainer, tmp_path):
+    """A restart loads state.pt to the CPU with weights_only=True, whatever the run's device (a CUDA run too: its
+    RNG setters take CPU ByteTensors), and Pretrainer.load_state_dict moves it; the run then continues exactly."""
+    import random
+
+    import numpy as np
+    from ray import tune
+
+    from sweeps.trainable import load_checkpoint, load_state
+
+    settings = {"train.precision": "fp32", "model.dropout": 0.1}  # dropout: the RNG states must resume too
+    straight = smoke_trainer(**settings)
+    straight.run()
+    folder = checkpoint_at_step_8_then_die(smoke_trainer, settings, tmp_path / "checkpoint")
     draws = (torch.rand(3), np.random.random(3), random.random())  # what the saved RNG states produce next
 
     state = load_state(folder)

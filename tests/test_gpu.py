@@ -37,25 +37,13 @@ def test_auto_precision_follows_this_gpu_and_trains(smoke_trainer):
 def test_a_gpu_checkpoint_loads_to_the_cpu_and_restores_on_the_gpu(smoke_trainer, tmp_path):
     from ray import tune
 
-    from sweeps.trainable import load_checkpoint, load_state, save_checkpoint
+    from sweeps.trainable import load_checkpoint, load_state
+    from test_checkpoints import checkpoint_at_step_8_then_die
 
     settings = {**CUDA, "train.precision": "fp32", "model.dropout": 0.1}  # dropout draws from the CUDA RNG
     straight = smoke_trainer(**settings)
     straight.run()
-    folder = tmp_path / "checkpoint"
-    folder.mkdir()
-
-    class Killed(Exception):
-        pass
-
-    def checkpoint_then_die_at_step_8(record):
-        save_checkpoint(interrupted, folder)
-        if record.metrics["step"] == 8:
-            raise Killed
-
-    interrupted = smoke_trainer(**settings)
-    with pytest.raises(Killed):
-        interrupted.run(on_eval=checkpoint_then_die_at_step_8)
+    folder = checkpoint_at_step_8_then_die(smoke_trainer, settings, tmp_path / "checkpoint")
     cuda_next = torch.rand(4, device="cuda")  # what the saved CUDA RNG state draws next
 
     state = load_state(folder)

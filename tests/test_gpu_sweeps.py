@@ -7,7 +7,6 @@ without one); benchmarks/gpu_session.sh runs it on a GPU machine.
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
@@ -22,8 +21,8 @@ import torch
 
 from sweeps.launch import run_sweep
 from sweeps.plan import Dim
-from test_reliability import (_checkpoints, _cmdline, _descendants, _interrupt_during_the_second_trial,
-                              _start_sweep, steps_of)
+from test_reliability import (_checkpoints, _interrupt_during_the_second_trial,
+                              _start_sweep, kill_a_trial_worker, steps_of)
 from test_sweeps import inputs, runs_of, sweep_args  # noqa: F401  (inputs is a module fixture)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -63,11 +62,7 @@ def test_two_trials_on_one_gpu_one_killed_both_finish_from_their_checkpoints(inp
         while not both_have_checkpointed():
             assert time.monotonic() < deadline, "the two trials did not both checkpoint"
             time.sleep(0.01)
-        seen.extend(_cmdline(p) for p in _descendants(os.getpid()))
-        workers = [p for p in _descendants(os.getpid()) if _cmdline(p).startswith("ray::ImplicitFunc")]
-        if len(workers) == 2:
-            os.kill(workers[0], signal.SIGKILL)
-            killed.append(workers[0])
+        kill_a_trial_worker(2, seen, killed)
 
     killer = threading.Thread(target=kill_one_worker_once_both_have_checkpointed, daemon=True)
     killer.start()

@@ -107,6 +107,17 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def kill_a_trial_worker(expected: int, seen: list[str], killed: list[int]) -> None:
+    """SIGKILL one of this test's Ray trial workers when exactly `expected` of them are running; the process
+    titles seen go into `seen` (for the failure message), the pid killed into `killed`."""
+    # "ray::ImplicitFunc.train" while the driver waits on a train() call, "ray::ImplicitFunc" between calls
+    seen.extend(_cmdline(p) for p in _descendants(os.getpid()))
+    workers = [p for p in _descendants(os.getpid()) if _cmdline(p).startswith("ray::ImplicitFunc")]
+    if len(workers) == expected:
+        os.kill(workers[0], signal.SIGKILL)
+        killed.append(workers[0])
+
+
 def _checkpoints(storage: Path, experiment: str) -> list[Path]:
     return list(storage.glob(f"{experiment}_*/*/checkpoint_*"))
 
@@ -152,12 +163,7 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_continues_its_mlflow_ru
         while latest_checkpoint() < 2:
             assert time.monotonic() < deadline, "no checkpoint was written"
             time.sleep(0.01)
-        # "ray::ImplicitFunc.train" while the driver waits on a train() call, "ray::ImplicitFunc" between calls
-        seen.extend(_cmdline(p) for p in _descendants(os.getpid()))
-        workers = [p for p in _descendants(os.getpid()) if _cmdline(p).startswith("ray::ImplicitFunc")]
-        if len(workers) == 1:
-            os.kill(workers[0], signal.SIGKILL)
-            killed.append(workers[0])
+        kill_a_trial_worker(1, seen, killed)
 
     killer = threading.Thread(target=kill_the_worker_once_it_has_checkpointed, daemon=True)
     killer.start()
