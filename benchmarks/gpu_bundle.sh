@@ -28,7 +28,7 @@ PACKAGES=(
   sqlparse==0.6.1 starlette==1.10.0 tensorboardx==2.6.5 truststore==0.10.5 typing-inspection==0.4.5
   uvicorn==0.54.0 wcwidth==0.9.4
 )
-"$PY" -m pip install -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+"$PY" -m pip install -q --no-deps --no-compile --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux1_x86_64 --target "$SITE" "${PACKAGES[@]}"
 rm -rf "$SITE"/ray/jars "$SITE"/ray/rllib "$SITE"/ray/serve "$SITE"/ray/llm "$SITE"/ray/dashboard/client \

@@ -36,6 +36,8 @@ class SweepBudget:
     gpus_per_trial: float  # fraction of a GPU per trial where GPUs exist: several small trials share one
 
 
+# gpus_per_trial: guesses, not yet measured; `python -m benchmarks.gpu --json` on a GPU gives the seed config's
+# (packing.recommended_gpus_per_trial: where total tokens/s stops growing by >= 10 % as trials are added).
 BUDGETS = {
     "smoke": SweepBudget(num_samples=4, max_failures=1, gpus_per_trial=0.1),
     "cpu": SweepBudget(num_samples=6, max_failures=1, gpus_per_trial=0.25),
