@@ -71,6 +71,16 @@ def _tune_samples(plan: SweepPlan) -> int:
     return 1 if plan.search == "grid" else plan.num_samples
 
 
+def _auth_refusal(error: BaseException | None) -> str | None:
+    """The first line of an authentication error anywhere in the chain Ray raises on connecting, else None."""
+    while error is not None:
+        if type(error).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(error):
+            text = str(error).split("InvalidAuthToken: ", 1)[-1]
+            return text.split(". ")[0].strip()
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _start_ray(plan: SweepPlan) -> None:
     import ray
 
@@ -84,10 +94,11 @@ def _start_ray(plan: SweepPlan) -> None:
             ray.init(address=plan.address, include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False)
         except Exception as error:
-            if plan.address is None or "token" not in str(error).lower():
+            refusal = _auth_refusal(error)
+            if plan.address is None or refusal is None:
                 raise
-            raise ConfigError(f"the Ray cluster at {plan.address} refused this sweep ({str(error).splitlines()[0]}); "
-                              "pass the cluster's token: RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file>") from None
+            raise ConfigError(f"the Ray cluster at {plan.address} refused this sweep ({refusal}); pass the "
+                              "cluster's token: RAY_AUTH_TOKEN=<token> or RAY_AUTH_TOKEN_PATH=<file>") from None
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if plan.gpus_per_trial > cluster_gpus:
         ray.shutdown()

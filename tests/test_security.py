@@ -86,3 +86,40 @@ def test_telemetry_switches_respect_a_user_who_opts_in(monkeypatch):
     for key in set(TELEMETRY_OFF) - {"MLFLOW_DISABLE_TELEMETRY"}:
         monkeypatch.delenv(key, raising=False)
     assert disable_telemetry() == {**TELEMETRY_OFF, "MLFLOW_DISABLE_TELEMETRY": "false"}
+
+
+@pytest.mark.slow
+def test_a_sweep_joins_a_token_cluster_with_its_token_and_is_refused_without(tmp_path, tiny_corpus):
+    """`ray start --head` on 127.0.0.1 with token auth; the sweep joins with --address and the cluster's token,
+    and the same command without any token stops in one line that names the fix (exit 2)."""
+    import secrets
+    import socket
+
+    from conftest import SWEEP
+
+    token = tmp_path / "cluster_token"
+    token.write_text(secrets.token_hex(32))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "home"  # no ~/.ray/auth_token of this user's own local sweeps
+    home.mkdir()
+    env = {**_clean_env(), "HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    ray_bin = [sys.executable, "-m", "ray.scripts.scripts"]
+    started = subprocess.run([*ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                              "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
+                             env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr[-2000:]
+    flags = ["--preset", "smoke", "--data", str(tiny_corpus), "--tokenizer", "bpe:300", "--finetune-train", "none",
+             "--num-samples", "1", "--scheduler", "fifo", "--address", f"127.0.0.1:{port}"]
+    try:
+        joined = subprocess.run(SWEEP + flags, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert joined.returncode == 0, joined.stdout[-2000:] + joined.stderr[-2000:]
+        tokenless = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+        refused = subprocess.run(SWEEP + flags + ["--experiment", "refused"], env=tokenless, cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=300)
+        lines = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-3000:]
+        assert "RAY_AUTH_TOKEN" in lines[0]
+    finally:
+        subprocess.run([*ray_bin, "stop", "--force"], env=env, capture_output=True, timeout=120)
