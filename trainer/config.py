@@ -219,8 +219,13 @@ def build_config(preset: str, overrides: dict[str, object] | None = None) -> Run
 
 
 def config_from_params(params: dict[str, object]) -> RunConfig:
-    """The RunConfig a flat mapping describes: {"preset": name, "optim.lr": ..., ...}, as a Tune trial's config."""
-    overrides = dict(params)
+    """The RunConfig a flat mapping describes: {"preset": name, "optim.lr": ..., ...}, as a Tune trial's config.
+
+    A value that is itself a mapping of dotted keys sets them all: one searched key can move several fields
+    together (sweeps/scaling.py's model sizes: width, depth, heads and that size's learning rate)."""
+    overrides: dict[str, object] = {}
+    for key, value in params.items():
+        overrides.update(value if isinstance(value, dict) else {key: value})
     return build_config(str(overrides.pop("preset")), overrides)
 
 

@@ -25,7 +25,8 @@ from ray import tune
 from trainer.config import config_from_params, flatten
 
 METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s", "finetune_acc",
-           "finetune_acc_fewshot", "diverged")
+           "finetune_acc_fewshot", "diverged",
+           "tokens", "flops", "wall_s", "device_s", "n_params", "n_params_non_embedding")  # trainer/compute.py
 
 
 def ensure_experiment(tracking_uri: str, name: str) -> str:
