@@ -21,8 +21,9 @@ FLOORS = ("floor_uniform", "floor_unigram", "floor_bigram")
 CURVE_KEYS = ("val_loss", "val_ppl")
 FAILED = ("diverged", "error")  # outcomes whose last value is not a result
 DIVERGED_LOSS = 1e4  # trainer.loop.DIVERGED_LOSS: the placeholder val_loss of a diverged eval, not a measurement
+LEDGER = ("tokens", "flops", "n_params", "n_params_non_embedding", "wall_s", "device_s")  # trainer/compute.py
 TRIAL_COLUMNS = ("trial_id", "run_id", "run_name", "outcome", "status", "final_val_loss", "final_val_ppl",
-                 "best_val_ppl", "finetune_acc", "finetune_acc_fewshot", "steps", "max_steps")
+                 "best_val_ppl", "finetune_acc", "finetune_acc_fewshot", "steps", "max_steps", *LEDGER)
 
 
 @dataclass
@@ -115,6 +116,7 @@ def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
                "finetune_acc": run.get("metrics.finetune_acc", math.nan),
                "finetune_acc_fewshot": run.get("metrics.finetune_acc_fewshot", math.nan),
                "steps": int(loss.step.max()) if len(loss) else 0, "max_steps": max_steps.get(trial_id, math.nan)}
+        row.update({key: run.get(f"metrics.{key}", math.nan) for key in LEDGER})  # each one's last value
         row.update({key: _number(run.get(f"params.{key}")) for key in searched})
         rows.append(row)
     return pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *searched])
