@@ -62,7 +62,11 @@ def trainer_command(sweep: Sweep, points: pd.DataFrame, n_opt: float, d_opt: flo
     d_model, n_layers = shape_for(n_opt)
     tokens_per_step = int(points.tokens_per_step.iloc[0])
     steps = max(1, round(d_opt / tokens_per_step))
-    sets = {**size_params(d_model, n_layers), **budget_params(steps)}
+    # The sweep's own --set values (dropout 0, ...) hold too; evals as often as the preset has them.
+    kept = {k: v for k, v in sweep.params.items() if k.split(".")[0] in ("model", "optim", "train")
+            and k not in ("train.seed", "train.threads")}
+    sets = {**kept, **size_params(d_model, n_layers), **budget_params(steps)}
+    sets.pop("train.eval_every")
     words = ["python", "-m", "trainer", "--preset", sweep.params.get(PRESET_KEY, "cpu"),
              "--data", sweep.params.get("data.source", "wikitext-2"),
              "--tokenizer", sweep.params.get("data.tokenizer", "gpt2")]

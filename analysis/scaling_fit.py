@@ -146,7 +146,8 @@ def optimal_allocation(fit: LawFit, flops: float, flops_per_token: Callable[[flo
         return float(fit.predict(n, flops / flops_per_token(n)))
 
     grid = np.linspace(np.log(n_range[0]), np.log(n_range[1]), 241)
-    start = int(np.argmin([loss_at(x) for x in grid]))
+    n_grid = np.exp(grid)
+    start = int(np.argmin(fit.predict(n_grid, flops / flops_per_token(n_grid))))  # flops_per_token takes arrays
     low, high = grid[max(0, start - 1)], grid[min(len(grid) - 1, start + 1)]
     best = minimize_scalar(loss_at, bounds=(low, high), method="bounded").x
     n_opt = float(np.exp(best))
