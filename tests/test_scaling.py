@@ -148,3 +148,14 @@ def test_scaling_sweep_to_a_recommendation_through_mlflow(tmp_path, tiny_corpus)
     refused = subprocess.run([sys.executable, "-m", "analysis.scaling", "--mlflow-uri", uri, "--budget-flops", "-1"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+
+
+def test_sweep_totals_count_what_early_stopping_saved():
+    import pandas as pd
+
+    from analysis.tables import compute_totals
+
+    trials = pd.DataFrame({"flops": [100.0, 40.0], "tokens": [10.0, 4.0], "device_s": [2.0, 1.0],
+                           "steps": [10, 4], "max_steps": [10, 10]})  # the second stopped at 4 of its 10 steps
+    totals = compute_totals(trials)
+    assert (totals["flops"], totals["tokens"], totals["device_s"], totals["planned_flops"]) == (140, 14, 3, 200)
