@@ -132,7 +132,16 @@ def _section_asha(sweep: Sweep) -> list[str]:
             f"Scheduler {scheduler} (grace {sweep.params.get('sweep.grace_steps', '?')} steps): "
             f"{a['spent']:,} training steps spent of a full budget of {a['budget']:,} "
             f"({a['trials']} trials × train.max_steps), a saving of {saving}; "
-            f"{a['pruned']} pruned, {a['completed']} completed."]
+            f"{a['pruned']} pruned, {a['completed']} completed.", *_compute_line(sweep)]
+
+
+def _compute_line(sweep: Sweep) -> list[str]:
+    c = tables.compute_totals(sweep.trials)
+    if math.isnan(c["flops"]):
+        return []
+    return ["", f"Compute ledger (trainer/compute.py): {c['flops']:.3g} training FLOPs over {c['tokens']:,.0f} "
+                f"tokens in {c['device_s']:,.0f} device seconds, of {c['planned_flops']:.3g} FLOPs had every trial "
+                "run to its end."]
 
 
 def build_report(sweep: Sweep, out: Path) -> tuple[str, list[Path]]:

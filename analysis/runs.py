@@ -17,12 +17,13 @@ import pandas as pd
 
 from trainer import results as R
 from trainer.cli import sqlite_path
-from trainer.config import ConfigError
+from trainer.config import ConfigError, build_config, flatten
 
 FLOORS = ("floor_uniform", "floor_unigram", "floor_bigram")
 CURVE_KEYS = ("val_loss", "val_ppl")
+LEDGER = R.LEDGER_METRICS  # trainer/compute.py
 TRIAL_COLUMNS = ("trial_id", "run_id", "run_name", "outcome", "status", "final_val_loss", "final_val_ppl",
-                 "best_val_ppl", "finetune_acc", "finetune_acc_fewshot", "steps", "max_steps")
+                 "best_val_ppl", "finetune_acc", "finetune_acc_fewshot", "steps", "max_steps", *LEDGER)
 
 
 @dataclass
@@ -115,6 +116,7 @@ def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
                "finetune_acc": run.get("metrics.finetune_acc", math.nan),
                "finetune_acc_fewshot": run.get("metrics.finetune_acc_fewshot", math.nan),
                "steps": int(loss.step.max()) if len(loss) else 0, "max_steps": max_steps.get(trial_id, math.nan)}
+        row.update({key: run.get(f"metrics.{key}", math.nan) for key in LEDGER})  # each one's last value
         row.update({key: _number(run.get(f"params.{key}")) for key in searched})
         rows.append(row)
     return pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, *searched])
@@ -202,3 +204,19 @@ def best_trial(trials: pd.DataFrame) -> pd.Series | None:
     """The completed trial with the lowest final val_ppl (trainer.results.counts_for_best)."""
     ok = trials[[R.counts_for_best(o, v) for o, v in zip(trials.outcome, trials.final_val_ppl)]]
     return None if ok.empty else ok.loc[ok.final_val_ppl.idxmin()]
+
+
+def sweep_preset(sweep: Sweep) -> str:
+    """The sweep's preset: param sweep.preset (sweeps made before trainer.results named it "preset")."""
+    return str(sweep.params.get("sweep.preset") or sweep.params.get("preset", "cpu"))
+
+
+NOT_A_MODEL_SETTING = ("data.", "sweep.", "train.seed", "train.threads", "model.vocab_size")
+
+
+def changed_settings(sweep: Sweep) -> dict[str, str]:
+    """The fixed settings in which the sweep differed from its preset (its --set values): what a `python -m
+    trainer` line for the same recipe needs. The parent logs every field; data, seed and threads are left out."""
+    base = flatten(build_config(sweep_preset(sweep)))
+    return {k: v for k, v in sweep.params.items() if k in base and str(v) != str(base[k])
+            and not k.startswith(NOT_A_MODEL_SETTING) and k not in sweep.searched}

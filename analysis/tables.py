@@ -91,6 +91,16 @@ def asha_accounting(trials: pd.DataFrame) -> dict[str, float]:
             "pruned": int((trials.outcome == "pruned").sum()), "completed": int((trials.outcome == "completed").sum())}
 
 
+def compute_totals(trials: pd.DataFrame) -> dict[str, float]:
+    """The sweep's compute ledger: FLOPs, tokens and device seconds its trials spent (each one's last entry),
+    and the FLOPs the same trials would have spent run to their train.max_steps (what early stopping saved)."""
+    if "flops" not in trials or trials.flops.isna().all():
+        return {"flops": math.nan, "tokens": math.nan, "device_s": math.nan, "planned_flops": math.nan}
+    per_step = trials.flops / trials.steps.where(trials.steps > 0)
+    return {"flops": float(trials.flops.sum()), "tokens": float(trials.tokens.sum()),
+            "device_s": float(trials.device_s.sum()), "planned_flops": float((per_step * trials.max_steps).sum())}
+
+
 def outcome_counts(trials: pd.DataFrame) -> str:
     """'8 completed, 2 pruned' in a fixed order."""
     order = ["completed", "pruned", "diverged", "error", "running", "unknown"]

@@ -18,12 +18,11 @@ import sys
 import numpy as np
 
 from analysis.lr_transfer import optimal_lrs, power_law, predict, transfer_table
-from analysis.runs import fetch_sweep
+from analysis.runs import changed_settings, fetch_sweep, sweep_preset
 from trainer.cli import ArgumentParser, default_tracking_uri, exits_cleanly_on_bad_input
-from trainer.config import ConfigError, build_config, flatten
+from trainer.config import ConfigError, build_config
 
 # Parent-run params that describe where the sweep ran, not the model to train.
-NOT_FOR_THE_MODEL = ("data.", "sweep.", "train.seed", "train.threads", "model.vocab_size")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,18 +70,10 @@ def recommend(optima, param: str, width: int) -> tuple[float, str]:
                 f"{', '.join(map(str, mine.width))}: {lr:.3g} {uncertainty} at width {width}{outside}{edge}")
 
 
-def sweep_preset(sweep) -> str:
-    """The sweep's preset: param sweep.preset (params named it "preset" before trainer.results)."""
-    return str(sweep.params.get("sweep.preset") or sweep.params.get("preset", "cpu"))
-
-
 def command_line(sweep, overrides: dict[str, object]) -> str:
     """`python -m trainer --preset P --set ...` with the sweep's fixed settings plus `overrides`; validated."""
     preset = sweep_preset(sweep)
-    base = flatten(build_config(preset))  # a sweep logs every field: keep those it changed from the preset
-    fixed = {k: v for k, v in sweep.params.items() if k in base and str(v) != str(base[k])
-             and not k.startswith(NOT_FOR_THE_MODEL) and k not in sweep.searched}
-    settings = {**fixed, **overrides}
+    settings = {**changed_settings(sweep), **overrides}
     build_config(preset, settings)  # e.g. a width the head count does not divide: one line, exit 2
     sets = [part for k, v in settings.items() for part in ("--set", f"{k}={v}")]
     return shlex.join(["python", "-m", "trainer", "--preset", preset, *sets])

@@ -127,7 +127,7 @@ def test_report_gets_the_transfer_section_only_for_a_transfer_sweep(tmp_path):
                            "final_val_ppl": np.exp(table.val_loss), "best_val_ppl": np.exp(table.val_loss),
                            "finetune_acc": math.nan, "finetune_acc_fewshot": math.nan, "steps": 100,
                            "max_steps": 100, "optim.lr": table.lr, "model.d_model": table.width,
-                           "model.parametrization": table.parametrization})[[*TRIAL_COLUMNS, *searched]]
+                           "model.parametrization": table.parametrization}).reindex(columns=[*TRIAL_COLUMNS, *searched])
     curves = pd.DataFrame(columns=["trial_id", "key", "step", "value"])
     sweep = Sweep("lr_transfer", "p", "lr_transfer-1", "FINISHED", {"sweep.search": "grid"}, {}, searched, trials,
                   curves)

@@ -221,10 +221,13 @@ def build_config(preset: str, overrides: dict[str, object] | None = None) -> Run
 
 def config_from_params(params: dict[str, object]) -> RunConfig:
     """The RunConfig a flat mapping describes, the inverse of `flatten`: a Tune trial's config, MLflow params.
-    Keys it lacks keep the dataclass defaults (the seed's config)."""
+    Keys it lacks keep the dataclass defaults (the seed's config). A value that is itself a mapping of dotted keys
+    sets them all: one searched key can move several fields together (sweeps/scaling.py's model sizes: width,
+    depth, heads and that size's learning rate)."""
     cfg = RunConfig()
     for key, value in params.items():
-        set_value(cfg, key, value)
+        for field_key, field_value in (value.items() if isinstance(value, dict) else [(key, value)]):
+            set_value(cfg, field_key, field_value)
     validate(cfg)
     return cfg
 

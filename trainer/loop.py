@@ -3,7 +3,8 @@
     python -m trainer --preset smoke --data corpus.txt --tokenizer bpe:512 --out /tmp/run
 
 Plain PyTorch, no Ray: `Pretrainer.run(on_eval=...)` calls back at every eval with the metrics (train_loss,
-val_loss, val_ppl, val_acc, lr, tokens_per_s, eval_s) so the Ray trainable can forward them to Tune, and
+val_loss, val_ppl, val_acc, lr, tokens_per_s, eval_s, and the compute ledger's tokens, flops, wall_s, device_s,
+n_params, n_params_non_embedding: trainer/compute.py) so the Ray trainable can forward them to Tune, and
 `state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU, as
 tensors and plain data only (a checkpoint loads with `weights_only=True`, to the CPU); `load_state_dict` moves
 each part to where this run keeps it.
@@ -18,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from trainer.compute import ComputeLedger
 from trainer.config import ConfigError, OptimConfig, RunConfig, TrainConfig
 from trainer.data import ChunkBatcher, Corpus, val_batches
 from trainer.model import GPT
@@ -130,6 +132,7 @@ class Pretrainer:
         self.val = val_batches(corpus.val, cfg.model.context_length, EVAL_ROWS, cfg.train.eval_batches)
         self.step = 0
         self.history: list[dict[str, float]] = []
+        self.ledger = ComputeLedger.of(cfg.model, cfg.train.batch_size)
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -220,6 +223,9 @@ class Pretrainer:
 
             bar = tqdm(total=t.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
         losses, train_time, tokens_per_step = [], 0.0, t.batch_size * self.cfg.model.context_length
+        # Seconds continue across a checkpoint restart: the ledger's totals are of the whole run.
+        wall_s, device_s = (last.get("wall_s", 0.0), last.get("device_s", 0.0)) if last else (0.0, 0.0)
+        wall_from = time.perf_counter()
         while self.step < t.max_steps:
             started = time.perf_counter()
             loss = self.train_step()
@@ -244,6 +250,8 @@ class Pretrainer:
                     # What measuring costs (the cpu preset's full validation split costs ~12 training steps):
                     # shown so a sweep's overhead can be told apart from its evaluation.
                     metrics["eval_s"] = time.perf_counter() - eval_started
+                device_s += train_time
+                metrics.update(self.ledger.at(self.step, wall_s + time.perf_counter() - wall_from, device_s))
                 self.history.append(metrics)
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss:.3f}", val_ppl=f"{metrics['val_ppl']:.1f}")

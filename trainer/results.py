@@ -13,7 +13,9 @@ from typing import Mapping
 # What every eval reports (trainer.loop.Pretrainer.run) and MLflow logs at that step; then once at the end.
 EVAL_METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s", "diverged")
 FINAL_METRICS = ("finetune_acc", "finetune_acc_fewshot")
-LOGGED_METRICS = EVAL_METRICS + FINAL_METRICS
+# The compute ledger (trainer/compute.py), cumulative at every eval: what the scaling fit reads.
+LEDGER_METRICS = ("tokens", "flops", "n_params", "n_params_non_embedding", "wall_s", "device_s")
+LOGGED_METRICS = EVAL_METRICS + FINAL_METRICS + LEDGER_METRICS
 
 # A diverged run reports these for its last eval: finite, so Tune, Optuna and MLflow rank it last instead of
 # choking on NaN. They are flags, not measurements: readers drop them (is_placeholder).
