@@ -51,9 +51,10 @@ def _scheduler(plan: SweepPlan):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    # time_attr=step: rungs are in training steps, so the grace period means the same for any eval_every.
-    return ASHAScheduler(time_attr="step", max_t=plan.cfg.train.max_steps, grace_period=plan.grace_steps,
-                         reduction_factor=REDUCTION_FACTOR)
+    # Rungs are in training steps (or tokens, plan.time_attr), so the grace period means the same for any
+    # eval_every.
+    max_t, grace = plan.asha_budget()
+    return ASHAScheduler(time_attr=plan.time_attr, max_t=max_t, grace_period=grace, reduction_factor=REDUCTION_FACTOR)
 
 
 def _param_space(plan: SweepPlan) -> dict:
@@ -243,7 +244,8 @@ def _sweep_params(plan: SweepPlan) -> dict[str, object]:
             "sweep.search": plan.search,
             "sweep.scheduler": plan.scheduler, "sweep.num_samples": plan.num_samples,
             "sweep.max_concurrent": plan.max_concurrent, "sweep.cpus_per_trial": plan.cpus_per_trial,
-            "sweep.gpus_per_trial": plan.gpus_per_trial, "sweep.grace_steps": plan.grace_steps}
+            "sweep.gpus_per_trial": plan.gpus_per_trial, "sweep.grace_steps": plan.grace_steps,
+            "sweep.time_attr": plan.time_attr}
 
 
 def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float) -> None:

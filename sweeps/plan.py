@@ -80,9 +80,39 @@ class SweepPlan:
     grow_to: int | None = None  # --resume --num-samples N: grow the finished sweep to N trials
 
     @property
+    def time_attr(self) -> str:
+        """ASHA's time axis: training steps, or tokens seen when the space changes the tokens of a step (a
+        trial of batch 32 has seen 4x the tokens of one of batch 8 at the same step)."""
+        return "tokens" if TOKENS_PER_STEP_KEYS & set(self.dims) else "step"
+
+    def asha_budget(self) -> tuple[int, int]:
+        """(max_t, grace period) on the time axis: the most any trial can reach, and GRACE_FRACTION of the base
+        config's run (in tokens: at its tokens per step)."""
+        if self.time_attr == "step":
+            return self.cfg.train.max_steps, self.grace_steps
+        tokens_per_step = self.cfg.train.batch_size * self.cfg.model.context_length
+        largest = {k: max(_values(self.dims.get(k), getattr(self.cfg.train if k.startswith("train") else
+                                                                   self.cfg.model, k.split(".")[1])))
+                   for k in TOKENS_PER_STEP_KEYS}
+        max_t = self.cfg.train.max_steps * largest["train.batch_size"] * largest["model.context_length"]
+        return max_t, self.grace_steps * tokens_per_step
+
+    @property
     def fixed(self) -> dict[str, object]:
         """Every trial's params before the searched values: the flattened base config."""
         return flatten(self.cfg)
+
+
+TOKENS_PER_STEP_KEYS = {"train.batch_size", "model.context_length"}
+
+
+def _values(dim: Dim | None, base: int) -> list[int]:
+    """Every value a searched integer can take (grid values, a choice's categories, a randint's bounds)."""
+    if dim is None:
+        return [base]
+    domain = dim.domain
+    extra = list(getattr(domain, "categories", None) or []) + [getattr(domain, "upper", base) - 1]
+    return [base, *dim.grid, *(int(v) for v in extra)]
 
 
 def check_space(cfg: RunConfig, dims: dict[str, Dim]) -> None:
