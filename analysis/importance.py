@@ -1,9 +1,10 @@
-"""Hyperparameter importance for val_ppl: an Optuna study rebuilt from the sweep's trials, then fANOVA.
+"""Hyperparameter importance: fANOVA on the sweep's own Optuna study (optuna search keeps it in optuna.db), else
+on a study rebuilt from the sweep's trials.
 
     python -m analysis.report --experiment lr_warmup      (pure functions over analysis.runs frames)
 
-The sweep may have run grid or random search (no Optuna study exists), and OptunaSearch's own study lives inside
-Ray: rebuilding one from MLflow works for every search. Distributions come from the observed values.
+A grid or random sweep has no Optuna study, and an optuna sweep's may be out of reach (a remote sweep folder):
+rebuilding one from MLflow works for every search. Its distributions come from the observed values.
 """
 from __future__ import annotations
 
@@ -76,9 +77,33 @@ def _evaluator():
     return FanovaImportanceEvaluator(seed=0), "fANOVA"
 
 
-def param_importances(trials: pd.DataFrame, searched: list[str], value: str = "final_val_ppl") -> Importance:
-    """Importance of each varying searched key for `value`, or an empty result with the reason."""
+def study_importances(study) -> Importance | None:
+    """fANOVA on the sweep's own Optuna study: its COMPLETE trials (pruned ones carry no final value), objective
+    val_loss; None when too few trials completed or fewer than 2 parameters vary."""
     import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    varying = {k for k in (complete[0].params if complete else {}) if len({str(t.params[k]) for t in complete}) > 1}
+    if len(complete) < 2 or len(varying) < 2:
+        return None
+    evaluator, name = _evaluator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    return Importance({k: (0.0 if math.isnan(v) else float(v)) for k, v in values.items()},
+                      f"{name} over the sweep's own Optuna study ({len(complete)} completed trials, target val_loss; "
+                      f"pruned trials left out, as Optuna does)")
+
+
+def param_importances(trials: pd.DataFrame, searched: list[str], value: str = "final_val_ppl",
+                      study=None) -> Importance:
+    """Importance of each varying searched key for `value`, or an empty result with the reason. An optuna
+    sweep's own study is used when it can answer; other searches get a study rebuilt from the runs."""
+    import optuna
+
+    found = study_importances(study) if study is not None else None
+    if found is not None:
+        return found
 
     keys = varying_keys(trials, searched)
     usable = trials[~failed(trials) & trials[value].notna()] if value in trials else trials.iloc[:0]

@@ -80,7 +80,7 @@ def _section_curves(sweep: Sweep, out: Path, written: list[Path]) -> list[str]:
 
 def _section_importance(sweep: Sweep, out: Path, written: list[Path]) -> list[str]:
     lines = ["## 4. Hyperparameter importance for val_ppl", ""]
-    result = param_importances(sweep.trials, sweep.searched)
+    result = param_importances(sweep.trials, sweep.searched, study=sweep.study)
     if result.values:
         lines += ["| hyperparameter | importance |", "|:---|---:|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in result.values.items()]

@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 
 from trainer import results as R
-from trainer.cli import sqlite_path
 from trainer.config import ConfigError, build_config, flatten
 
 FLOORS = ("floor_uniform", "floor_unigram", "floor_bigram")
@@ -41,6 +40,7 @@ class Sweep:
     curves: pd.DataFrame
     floors: dict[str, float] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)  # trial_id -> text of its latest samples artifact
+    study: object | None = None  # the sweep's own Optuna study (optuna search), when its optuna.db is readable
 
     @property
     def search(self) -> str:
@@ -49,7 +49,7 @@ class Sweep:
 
 def check_uri(uri: str) -> None:
     """Refuse a SQLite URI whose file is missing: MLflow would silently create an empty database there."""
-    path = sqlite_path(uri)
+    path = R.sqlite_path(uri)
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"no MLflow database at {path}; run a sweep from that folder first "
@@ -181,13 +181,28 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
                   if k[len("metrics."):] in FLOORS and runs[k].notna().any()}
     sweep = Sweep(experiment=experiment, run_id=parent_id, run_name=parent.info.run_name or parent_id,
                   status=parent.info.status, params=dict(parent.data.params), tags=dict(parent.data.tags),
-                  searched=searched, trials=trials, curves=curves, floors=floors)
+                  searched=searched, trials=trials, curves=curves, floors=floors,
+                  study=load_study(uri, parent.data.tags.get(R.SWEEP_PATH, "")))
     best = best_trial(trials)
     if best is not None:
         text = latest_samples(client, best["run_id"])
         if text is not None:
             sweep.samples[best["trial_id"]] = text
     return sweep
+
+
+def load_study(tracking_uri: str, sweep_path: str):
+    """The Optuna study the sweep's searcher kept (trainer.results.study_location), or None."""
+    import optuna
+
+    location = R.study_location(tracking_uri, sweep_path) if sweep_path else None
+    if location is None or not location[0].is_file():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=location[1], storage=f"sqlite:///{location[0]}")
+    except KeyError:  # no such study there: a grid or random sweep
+        return None
 
 
 def usable_trials(trials: pd.DataFrame) -> pd.DataFrame:

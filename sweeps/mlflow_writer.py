@@ -18,7 +18,6 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from trainer import results as R
-from trainer.cli import sqlite_path
 
 STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.ERROR: "FAILED",
           R.INTERRUPTED: "KILLED"}  # MLflow run status of each outcome
@@ -29,7 +28,7 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    database = sqlite_path(client.tracking_uri)  # keep artifacts beside the database, not in the trial's cwd
+    database = R.sqlite_path(client.tracking_uri)  # keep artifacts beside the database, not in the trial's cwd
     artifacts = (database.parent / "mlartifacts").as_uri() if database is not None else None
     return client.create_experiment(name, artifact_location=artifacts)
 

@@ -12,12 +12,10 @@ that region is bad, and Optuna never waits on a NaN.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from ray.tune.search.optuna import OptunaSearch
 
-from trainer.cli import sqlite_path
-from trainer.results import COMPLETED, DIVERGED, outcome_of
+from trainer.results import COMPLETED, DIVERGED, outcome_of, study_location
 
 
 def startup_trials(num_samples: int) -> int:
@@ -27,14 +25,12 @@ def startup_trials(num_samples: int) -> int:
 
 
 def study_storage(tracking_uri: str, sweep_path: str) -> str | None:
-    """Optuna's RDB storage URL beside the MLflow SQLite database, else in the sweep's folder; None (in memory)
-    when that folder is remote."""
-    database = sqlite_path(tracking_uri)
-    folder = database.parent if database is not None else (None if "://" in sweep_path else Path(sweep_path))
-    if folder is None:
+    """Optuna's RDB storage URL (trainer.results.study_location); None (in memory) for a remote sweep folder."""
+    location = study_location(tracking_uri, sweep_path)
+    if location is None:
         return None
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'optuna.db'}"
+    location[0].parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{location[0]}"
 
 
 class TruthfulOptunaSearch(OptunaSearch):

@@ -172,6 +172,18 @@ def test_optuna_hears_the_truth_and_keeps_its_study_beside_mlflow(optuna_sweep):
             assert trial.value == pytest.approx(child.data.metrics["val_loss"])
 
 
+def test_the_report_reads_importance_from_the_sweeps_own_study(optuna_sweep):
+    from analysis.importance import param_importances
+    from analysis.runs import fetch_sweep
+
+    sweep = fetch_sweep(f"sqlite:///{optuna_sweep / 'mlflow.db'}", "optuna4")
+    assert sweep.study is not None and len(sweep.study.trials) == 4
+    result = param_importances(sweep.trials, sweep.searched, study=sweep.study)
+    completed = sum(t.state.name == "COMPLETE" for t in sweep.study.trials)
+    if completed >= 2:
+        assert "own Optuna study" in result.note and set(result.values) == {"optim.lr", "optim.warmup_steps"}
+
+
 def test_grid_repeats_are_repeats_with_their_own_seeds(inputs):
     def space(cfg):
         return {"optim.lr": Dim(None, grid=(3e-3,)), "optim.warmup_steps": Dim(None, grid=(0,))}

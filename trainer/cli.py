@@ -64,11 +64,6 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
 
 
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a sqlite:/// MLflow URI (sqlite:////abs/path is absolute), else None."""
-    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
-
-
 def exits_cleanly_on_bad_input(main: Callable[..., int | None]) -> Callable[..., int]:
     """Turn a ConfigError into one line on stderr and exit code 2 (no traceback: the message names the fix)."""
 

@@ -8,6 +8,7 @@ Writers: trainer.loop (metrics), sweeps.tracking (MLflow runs and tags). Readers
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Mapping
 
 # What every eval reports (trainer.loop.Pretrainer.run) and MLflow logs at that step; then once at the end.
@@ -60,3 +61,17 @@ TRIAL_ID, OUTCOME, NODE_ID = "gptsweep.trial_id", "gptsweep.outcome", "gptsweep.
 RESTARTS, RESUMED_FROM_STEP = "gptsweep.restarts", "gptsweep.resumed_from_step"
 BEST_TRIAL_ID, BEST_PREFIX = "gptsweep.best_trial_id", "best."
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
+
+
+# Where a sweep's records live, for the sweep that writes them and the report that reads them.
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a sqlite:/// MLflow URI (sqlite:////abs/path is absolute), else None."""
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
+
+
+def study_location(tracking_uri: str, sweep_path: str) -> tuple[Path, str] | None:
+    """(optuna.db file, study name) of a sweep's Optuna study: beside the MLflow SQLite database, else in the
+    sweep's Tune folder; None when that folder is remote. The study is named after the folder."""
+    database = sqlite_path(tracking_uri)
+    folder = database.parent if database is not None else (None if "://" in sweep_path else Path(sweep_path))
+    return None if folder is None else (folder / "optuna.db", Path(sweep_path).name)
