@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainer.config import OptimConfig, build_config
+from trainer.config import OptimConfig, build_config, with_vocab_size
 from trainer.loop import DIVERGED_LOSS, cuda_autocast_dtype, lr_at, make_optimizer, resolve_precision
 from trainer.model import GPT
 
@@ -137,3 +137,30 @@ def test_every_batch_size_is_validated_on_the_same_tokens(smoke_trainer):
     """A sweep over train.batch_size ranks its trials on one validation set, not on batch_size × eval_batches."""
     small, large = smoke_trainer(**{"train.batch_size": 2}), smoke_trainer(**{"train.batch_size": 8})
     assert [(x.tolist(), y.tolist()) for x, y in small.val] == [(x.tolist(), y.tolist()) for x, y in large.val]
+
+
+def test_training_steps_and_evaluation_match_the_plain_path(tiny_corpus):
+    from trainer.data import prepare_corpus
+    from trainer.loop import Pretrainer
+
+    cfg = build_config("smoke", {"data.source": str(tiny_corpus), "data.tokenizer": "bpe:300",
+                                 "train.precision": "fp32", "model.dropout": 0.0})
+    corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
+    cfg = with_vocab_size(cfg, corpus.vocab_size)
+    fast, slow = Pretrainer(cfg, corpus, tokenizer), Pretrainer(cfg, corpus, tokenizer)
+    model = slow.model
+    model.forward = lambda ids, targets=None, return_logits=True: GPT.forward(model, ids, targets, True)
+    losses = [(fast.train_step(), slow.train_step()) for _ in range(6)]
+    for a, b in losses:
+        assert a == pytest.approx(b, rel=1e-5)
+    evaluated = fast.evaluate()
+    # The plain evaluation: full logits, their argmax.
+    model.eval()
+    total, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in fast.val:
+            logits, loss = GPT.forward(fast.model, x, y)
+            total, correct, count = total + loss.item() * y.numel(), correct + (logits.argmax(-1) == y).sum().item(), \
+                count + y.numel()
+    assert evaluated["val_loss"] == pytest.approx(total / count, rel=1e-6)
+    assert evaluated["val_acc"] == correct / count

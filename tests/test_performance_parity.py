@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import trainer.fused_loss as fused_loss
-from trainer.config import ModelConfig, build_config, with_vocab_size
+from trainer.config import ModelConfig, build_config
 from trainer.fused_loss import linear_cross_entropy
 from trainer.model import GPT, dropout
 
@@ -252,34 +252,7 @@ def test_fused_adamw_matches_foreach(model):
         assert torch.allclose(p, twins[name], atol=1e-7, rtol=1e-5), name
 
 
-# --- the loop ---------------------------------------------------------------------------------------------
-def test_training_steps_and_evaluation_match_the_plain_path(tiny_corpus):
-    from trainer.data import prepare_corpus
-    from trainer.loop import Pretrainer
-
-    cfg = build_config("smoke", {"data.source": str(tiny_corpus), "data.tokenizer": "bpe:300",
-                                 "train.precision": "fp32", "model.dropout": 0.0})
-    corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
-    cfg = with_vocab_size(cfg, corpus.vocab_size)
-    fast, slow = Pretrainer(cfg, corpus, tokenizer), Pretrainer(cfg, corpus, tokenizer)
-    model = slow.model
-    model.forward = lambda ids, targets=None, return_logits=True: GPT.forward(model, ids, targets, True)
-    losses = [(fast.train_step(), slow.train_step()) for _ in range(6)]
-    for a, b in losses:
-        assert a == pytest.approx(b, rel=1e-5)
-    evaluated = fast.evaluate()
-    # The plain evaluation: full logits, their argmax.
-    model.eval()
-    total, correct, count = 0.0, 0, 0
-    with torch.no_grad():
-        for x, y in fast.val:
-            logits, loss = GPT.forward(fast.model, x, y)
-            total, correct, count = total + loss.item() * y.numel(), correct + (logits.argmax(-1) == y).sum().item(), \
-                count + y.numel()
-    assert evaluated["val_loss"] == pytest.approx(total / count, rel=1e-6)
-    assert evaluated["val_acc"] == correct / count
-
-
+# --- the benchmark's peer --------------------------------------------------------------------------------
 def test_the_benchmarks_hf_peer_is_the_same_model(model):
     """benchmarks/throughput.py compares against GPT2LMHeadModel holding our weights: same function."""
     pytest.importorskip("transformers")
