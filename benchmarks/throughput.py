@@ -1,11 +1,13 @@
-"""python benchmarks/throughput.py [--preset seed] [--steps 24] [--rounds 12] [--threads 2] [--plain] [--json]
+"""python benchmarks/throughput.py [--preset seed] [--precision auto] [--steps 24] [--rounds 12] [--threads 2] [--plain] [--json]
 
 Training tokens/s of our GPT + loop (the real `Pretrainer.train_step`) against `transformers.GPT2LMHeadModel`
 built with the same config (vocabulary, layers, width, heads, context, dropout, tied embeddings, GELU-tanh,
 LayerNorm eps) and started from the SAME weights, fed the same batches, with the same AdamW (groups, lr
-schedule, betas, fused/foreach flag), bf16 autocast, gradient clipping and threads. The two alternate in
+schedule, betas, fused/foreach flag), precision, gradient clipping and threads. The precision is what `auto`
+picks on this machine (bf16 autocast where it is native, else fp32; `--precision` forces one) and the JSON says
+which ran. The two alternate in
 rounds (ours, HF, ours, HF, ...) so that a noisy shared machine slows both alike; every speed is reported as
-the median over rounds of the paired ratio. Before each round a large bf16 matmul measures this machine's
+the median over rounds of the paired ratio. Before each round a large matmul in the run's dtype measures this machine's
 peak, so `peak_fraction` (achieved model FLOP/s over peak) pairs each round with its own peak.
 
 FLOPs per token = 6·N + 12·L·T·d (PaLM/nanoGPT convention: N = the weights of every matmul, the tied output
@@ -76,11 +78,11 @@ def flops_per_token(model: GPT) -> float:
     return 6.0 * matmul_weights + 12.0 * cfg.n_layers * cfg.context_length * cfg.d_model
 
 
-def measure_peak(device: torch.device, n: int = 2048, repeats: int = 3) -> float:
-    """Best of `repeats` n×n×n bf16 matmuls (same threads), in TFLOP/s."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    out = torch.empty(n, n, device=device, dtype=torch.bfloat16)
+def measure_peak(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 2048, repeats: int = 3) -> float:
+    """Best of `repeats` n×n×n matmuls in `dtype` (same threads), in TFLOP/s."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
     best = math.inf
     for _ in range(repeats):
@@ -196,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=12, help="alternations of ours/HF")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="default: what train.precision=auto picks here (bf16 where native, else fp32)")
     parser.add_argument("--plain", action="store_true", help="also time our pre-fusion output layer")
     parser.add_argument("--hf-attn", default="both", choices=("both", "sdpa", "eager"),
                         help="the HF model's attention implementation(s); with both, the faster one is the peer")
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     total = args.warmup + per_round * args.rounds
     # The preset's model, batch and precision; a short warmup + cosine over the benchmark's own steps so that
     # the loss actually moves and loss parity means something (the schedule does not change the speed).
-    cfg = build_config(args.preset, {"train.precision": "bf16", "train.threads": args.threads,
+    cfg = build_config(args.preset, {"train.precision": args.precision, "train.threads": args.threads,
                                      "train.max_steps": total, "optim.warmup_steps": max(1, total // 10)})
     torch.set_num_threads(args.threads)
     corpus, data_note = load_corpus(cfg.model.context_length)
@@ -227,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     losses = {name: [] for name in runners}
     peaks = []
     for r in range(args.rounds):
-        peaks.append(measure_peak(device))
+        peaks.append(measure_peak(device, ours.autocast_dtype or torch.float32))
         for name, runner in runners.items():
             elapsed, round_losses = timed_steps(runner, per_round, device)
             times[name].append(elapsed)
@@ -243,7 +247,9 @@ def main(argv: list[str] | None = None) -> dict:
     fractions = [t * fpt / 1e12 / p for t, p in zip(tps["ours"], peaks)]
     result = {
         "preset": args.preset, "device": device_name(device, args.threads), "data": data_note,
-        "precision": "bf16 autocast", "tokens_per_step": tokens_per_step,
+        "precision": f"{args.precision}: " + (f"{str(ours.autocast_dtype).removeprefix('torch.')} autocast"
+                                              if ours.autocast_dtype else "fp32"),
+        "tokens_per_step": tokens_per_step,
         "steps_per_model": per_round * args.rounds, "rounds": args.rounds,
         "tokens_per_s": round(statistics.median(tps["ours"]), 1),
         "hf_tokens_per_s": round(statistics.median(tps[best_hf]), 1),

@@ -20,7 +20,7 @@ from sweeps.runner import REDUCTION_FACTOR, SweepPlan
 from trainer.config import ConfigError
 from trainer.data import prepare_corpus, prepare_finetune
 
-REPORTED = {"step": "step", "val_ppl": "val_ppl", "val_acc": "val_acc", "tokens_per_s": "tok/s",
+REPORTED = {"step": "step", "train_loss": "loss", "val_ppl": "val_ppl", "val_bpb": "val_bpb", "tokens_per_s": "tok/s",
             "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
 
 
@@ -29,10 +29,10 @@ def _search_algorithm(plan: SweepPlan):
 
     if plan.search == "optuna":
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
+        from sweeps.progress import OptunaOnEvals
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=plan.seed))
+        return OptunaOnEvals(sampler=optuna.samplers.TPESampler(seed=plan.seed))
     # An explicit generator ignores TuneConfig.max_concurrent_trials (Tune only warns): give it the limit itself.
     return tune.search.BasicVariantGenerator(random_state=plan.seed, max_concurrent=plan.max_concurrent)
 
@@ -165,9 +165,13 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
         sweep_path = f"{plan.storage}/{run_name}"
         tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=sweep_path,
                                   sweep_params=_sweep_params(plan), searched=list(plan.dims),
-                                  corpus_metrics=loss_floors(corpus.train, corpus.val, corpus.vocab_size))
-        reporter = tune.CLIReporter(metric_columns=REPORTED, parameter_columns=list(plan.dims),
-                                    max_report_frequency=60, sort_by_metric=True)
+                                  corpus_metrics=loss_floors(corpus.train, corpus.val, corpus.vocab_size,
+                                                                 tokenizer.token_bytes()))
+        from sweeps.progress import TimeLeftReporter
+
+        reporter = TimeLeftReporter(total_trials=_total_trials(plan), max_steps=plan.cfg.train.max_steps,
+                                    metric_columns=REPORTED, parameter_columns=list(plan.dims),
+                                    max_report_frequency=30, sort_by_metric=True)
         tuner = tune.Tuner(
             trainable, param_space=_param_space(plan),
             tune_config=tune.TuneConfig(metric="val_loss", mode="min", search_alg=_search_algorithm(plan),
@@ -186,8 +190,18 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     if stop.signum is not None:
         _print_resume(plan, stop.signum, time.perf_counter() - started)
         return 128 + stop.signum
+    from sweeps.baseline import log_scratch_baseline
+
+    log_scratch_baseline(plan.tracking_uri, plan.experiment, sweep_path, results, corpus.vocab_size, finetune_data)
     _print_summary(plan, results, time.perf_counter() - started, prepared)
     return 0
+
+
+def _total_trials(plan: SweepPlan) -> int:
+    grid_cells = 1
+    for dim in plan.dims.values():
+        grid_cells *= len(dim.grid)
+    return plan.num_samples * (grid_cells if plan.search == "grid" else 1)
 
 
 def _print_resume(plan: SweepPlan, signum: int, wall_s: float) -> None:

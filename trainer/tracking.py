@@ -24,7 +24,7 @@ from ray import tune
 
 from trainer.config import config_from_params, flatten
 
-METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s", "finetune_acc",
+METRICS = ("train_loss", "val_loss", "val_ppl", "val_bpb", "val_acc", "lr", "tokens_per_s", "eval_s", "finetune_acc",
            "finetune_acc_fewshot", "diverged")
 
 
@@ -150,6 +150,8 @@ class MLflowTracking(tune.Callback):
         self._child(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if "val_loss" not in result:
+            return  # a progress report between evals: for the console; MLflow logs the evals, each step once
         run_id = self._child(trial)
         step = int(result["step"])
         start = int(result.get("start_step") or 0)

@@ -1,4 +1,5 @@
 """The Ray Tune function trainable: pre-train → report every eval (with a checkpoint) → fine-tune → report.
+Between evals it reports cheap progress (step, train_loss, tokens_per_s) every ~10 s, without a checkpoint.
 
     python sweeps/lr_warmup.py            (runs this in every trial)
 
@@ -80,4 +81,11 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
             save_checkpoint(trainer, Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    trainer.run(on_eval=report)
+    def report_progress(metrics: dict[str, float]) -> None:
+        """Between evals, for the console: no checkpoint and no val_loss, so ASHA, the searcher and MLflow
+        (which act on val_loss) skip it; the last eval's val_ppl/val_bpb ride along to keep the table full."""
+        latest = trainer.history[-1] if trainer.history else {}
+        tune.report({**metrics, **{k: latest[k] for k in ("val_ppl", "val_bpb") if k in latest},
+                     "start_step": start_step, "node_id": node_id})
+
+    trainer.run(on_eval=report, on_progress=report_progress)
