@@ -24,6 +24,8 @@ from trainer.loop import EvalRecord, Pretrainer
 from trainer.tokenizer import TextTokenizer
 
 CHECKPOINT_FILE = "state.pt"
+# Seconds between progress reports; the environment variable exists so that tests of seconds-long trials get some.
+PROGRESS_EVERY_S = float(os.environ.get("GPTSWEEP_PROGRESS_EVERY_S", "10"))
 
 
 def save_checkpoint(trainer: Pretrainer, folder: Path) -> None:
@@ -88,4 +90,4 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
         tune.report({**metrics, **{k: latest[k] for k in ("val_ppl", "val_bpb") if k in latest},
                      "start_step": start_step, "node_id": node_id})
 
-    trainer.run(on_eval=report, on_progress=report_progress)
+    trainer.run(on_eval=report, on_progress=report_progress, progress_every_s=PROGRESS_EVERY_S)
