@@ -69,7 +69,8 @@ def _section_curves(sweep: Sweep, out: Path, written: list[Path]) -> list[str]:
             value, bpb = sweep.floors[name], sweep.floors.get(f"{name}_bpb", math.nan)
             verdict = "yes" if best.final_val_loss < value else "**no**"
             lines.append(f"| {name} | {value:.3f} | {tables.format_value(bpb)} | {figures.short(math.exp(value))} | "
-                         f"{verdict} ({best.final_val_loss:.3f}; {tables.format_value(best.final_val_bpb)} bits/byte) |")
+                         f"{verdict} ({best.final_val_loss:.3f}; "
+                         f"{tables.format_value(best.final_val_bpb)} bits/byte) |")
     return lines
 
 
@@ -119,7 +120,8 @@ def _scratch_line(sweep: Sweep) -> str:
         pretrained = best[name.removesuffix("_scratch")] if best is not None else math.nan
         gain = 100 * (pretrained - sweep.scratch.get(name, math.nan))
         parts.append(f"{name} {tables.format_value(sweep.scratch.get(name))} against the best trial's "
-                     f"{tables.format_value(pretrained)} ({'+' if gain >= 0 else ''}{tables.format_value(gain)} points)")
+                     f"{tables.format_value(pretrained)} "
+                     f"({'+' if gain >= 0 else ''}{tables.format_value(gain)} points)")
     return ("Without pretraining (the same fine-tuning recipe on random weights of the best trial's shape): "
             + "; ".join(parts) + ".")
 

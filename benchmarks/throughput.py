@@ -1,4 +1,5 @@
-"""python benchmarks/throughput.py [--preset seed] [--precision auto] [--steps 24] [--rounds 12] [--threads 2] [--plain] [--json]
+"""python benchmarks/throughput.py [--preset seed] [--precision auto] [--steps 24] [--rounds 12] [--threads 2]
+    [--plain] [--json]
 
 Training tokens/s of our GPT + loop (the real `Pretrainer.train_step`) against `transformers.GPT2LMHeadModel`
 built with the same config (vocabulary, layers, width, heads, context, dropout, tied embeddings, GELU-tanh,

@@ -20,8 +20,8 @@ from sweeps.runner import REDUCTION_FACTOR, SweepPlan
 from trainer.config import ConfigError
 from trainer.data import prepare_corpus, prepare_finetune
 
-REPORTED = {"step": "step", "train_loss": "loss", "val_ppl": "val_ppl", "val_bpb": "val_bpb", "tokens_per_s": "tok/s",
-            "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
+REPORTED = {"step": "step", "train_loss": "loss", "val_ppl": "val_ppl", "val_bpb": "val_bpb",
+            "tokens_per_s": "tok/s", "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
 
 
 def _search_algorithm(plan: SweepPlan):
@@ -166,7 +166,7 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
         tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=sweep_path,
                                   sweep_params=_sweep_params(plan), searched=list(plan.dims),
                                   corpus_metrics=loss_floors(corpus.train, corpus.val, corpus.vocab_size,
-                                                                 tokenizer.token_bytes()))
+                                                             tokenizer.token_bytes()))
         from sweeps.progress import TimeLeftReporter
 
         reporter = TimeLeftReporter(total_trials=_total_trials(plan), max_steps=plan.cfg.train.max_steps,

@@ -2,9 +2,9 @@
 
     python -m trainer --preset smoke --data corpus.txt --tokenizer bpe:512 --out /tmp/run
 
-Plain PyTorch, no Ray: `Pretrainer.run(on_eval=..., on_progress=...)` calls back at every eval with the metrics (train_loss,
-val_loss, val_ppl, val_bpb, val_acc, lr, tokens_per_s, eval_s) so the Ray trainable can forward them to Tune, and
-`state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU.
+Plain PyTorch, no Ray: `Pretrainer.run(on_eval=..., on_progress=...)` calls back at every eval with the metrics
+(train_loss, val_loss, val_ppl, val_bpb, val_acc, lr, tokens_per_s, eval_s), and between evals with cheap progress,
+so the Ray trainable can forward them to Tune; `state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU.
 """
 from __future__ import annotations
 
