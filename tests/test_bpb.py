@@ -111,7 +111,7 @@ def test_bf16_emulation_warning_only_for_an_explicit_bf16_on_a_cpu_without_it(mo
     message = precision.emulation_warning(requested, torch.device(device))
     assert (message is not None) == warns
     if warns:
-        assert "emulat" in message and f"{precision.EMULATED_BF16_SLOWDOWN:.1f}x slower" in message
+        assert "emulat" in message and f"~{precision.EMULATED_BF16_SLOWDOWN:.0f}x slower" in message
 
 
 def test_the_trainer_prints_the_warning_once(smoke_trainer, monkeypatch, capsys):

@@ -69,6 +69,7 @@ class FinetuneConfig:
     max_length: int = 128
     fewshot_n: int = 100
     fewshot_epochs: int = 10  # 100 rows need more passes than 5,000 to move the head
+    pooling: str = "last"  # the head reads the last real token's state (the seed's), or the mean over all of them
 
 
 @dataclass
@@ -249,6 +250,7 @@ def validate(cfg: RunConfig) -> None:
         (f.max_length <= m.context_length,
          f"finetune.max_length={f.max_length} exceeds model.context_length={m.context_length}; "
          "lower finetune.max_length"),
+        (f.pooling in ("last", "mean"), f"finetune.pooling={f.pooling!r}: use last or mean"),
         (f.lr > 0 and f.epochs >= 0 and f.batch_size > 0 and f.max_length > 1 and f.fewshot_n > 0,
          "finetune.lr, batch_size, max_length and fewshot_n must be positive"),
     ]

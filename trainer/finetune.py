@@ -52,7 +52,7 @@ def finetune(pretrained: GPT, data: FinetuneData, rows: np.ndarray, epochs: int,
     torch.manual_seed(seed)
     device = next(pretrained.parameters()).device
     num_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
-    model = GPTClassifier(copy.deepcopy(pretrained), num_classes).to(device)
+    model = GPTClassifier(copy.deepcopy(pretrained), num_classes, cfg.pooling).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps_per_epoch = -(-len(rows) // cfg.batch_size)
     # Linear decay to zero: the usual fine-tuning schedule, with no warmup since the body is already trained.
