@@ -18,7 +18,7 @@ import pandas as pd
 from analysis import figures, tables
 from analysis.importance import param_importances
 from analysis.lr_transfer import transfer_section
-from analysis.runs import FLOORS, Sweep, best_trial, failed, fetch_sweep, usable_trials
+from analysis.runs import FLOORS, SCRATCH, Sweep, best_trial, failed, fetch_sweep, usable_trials
 from trainer.cli import default_tracking_uri, exits_cleanly_on_bad_input
 from trainer.privacy import disable_telemetry
 
@@ -68,13 +68,14 @@ def _section_curves(sweep: Sweep, out: Path, written: list[Path]) -> list[str]:
     if not sweep.floors:
         lines += ["", "No corpus floors logged (floor_uniform, floor_unigram, floor_bigram): no reference lines."]
     elif best is not None:
-        lines += ["", "| reference | nats/token | perplexity | best trial's final val_loss beats it? |",
-                  "|:---|---:|---:|:---|"]
+        lines += ["", "| reference | nats/token | bits/byte | perplexity | best trial's final val_loss beats it? |",
+                  "|:---|---:|---:|---:|:---|"]
         for name in [f for f in FLOORS if f in sweep.floors]:
-            value = sweep.floors[name]
+            value, bpb = sweep.floors[name], sweep.floors.get(f"{name}_bpb", math.nan)
             verdict = "yes" if best.final_val_loss < value else "**no**"
-            lines.append(f"| {name} | {value:.3f} | {figures.short(math.exp(value))} | {verdict} "
-                         f"({best.final_val_loss:.3f}) |")
+            lines.append(f"| {name} | {value:.3f} | {tables.format_value(bpb)} | {figures.short(math.exp(value))} | "
+                         f"{verdict} ({best.final_val_loss:.3f}; "
+                         f"{tables.format_value(best.final_val_bpb)} bits/byte) |")
     return lines
 
 
@@ -108,9 +109,26 @@ def _section_accuracy(sweep: Sweep, out: Path, written: list[Path]) -> list[str]
     if any(0 < s["n"] < 3 for s in stats.values()):
         lines += ["", "Fewer than 3 trials with an accuracy: too few points for a correlation."]
     lines += ["", "A negative r means lower perplexity goes with higher accuracy. Only completed trials fine-tune."]
+    lines += ["", _scratch_line(sweep)]
     written.append(out / "ppl_vs_accuracy.png")
     figures.save(figures.ppl_vs_accuracy(sweep.trials, stats), written[-1])
     return lines + ["", "![val_ppl against fine-tuning accuracy](ppl_vs_accuracy.png)"]
+
+
+def _scratch_line(sweep: Sweep) -> str:
+    """Does pretraining help? The parent run's scratch baseline beside the best trial's accuracies."""
+    if not sweep.scratch:
+        return "No scratch baseline logged (finetune_acc_scratch: the sweep ended early or did not fine-tune)."
+    best = best_trial(sweep.trials)
+    parts = []
+    for name in SCRATCH:
+        pretrained = best[name.removesuffix("_scratch")] if best is not None else math.nan
+        gain = 100 * (pretrained - sweep.scratch.get(name, math.nan))
+        parts.append(f"{name} {tables.format_value(sweep.scratch.get(name))} against the best trial's "
+                     f"{tables.format_value(pretrained)} "
+                     f"({'+' if gain >= 0 else ''}{tables.format_value(gain)} points)")
+    return ("Without pretraining (the same fine-tuning recipe on random weights of the best trial's shape): "
+            + "; ".join(parts) + ".")
 
 
 def _section_samples(sweep: Sweep) -> list[str]:
@@ -160,7 +178,8 @@ def build_report(sweep: Sweep, out: Path) -> tuple[str, list[Path]]:
     if best is not None:
         chosen = ", ".join(f"{k}={tables.format_value(best[k])}" for k in sweep.searched if k in best)
         head += ["", f"**Best trial {best.trial_id}**: {chosen}: final val_ppl {best.final_val_ppl:.4g} "
-                     f"(val_loss {best.final_val_loss:.3f} nats) after {best.steps} steps."]
+                     f"(val_loss {best.final_val_loss:.3f} nats, {tables.format_value(best.final_val_bpb)} bits per "
+                     f"byte) after {best.steps} steps."]
     if sweep.trials.empty:
         return "\n".join(head + ["", "No trial runs under this sweep (yet): nothing to report."]) + "\n", written
     summary = tables.summary_table(sweep.trials, [k for k in sweep.searched if k in sweep.trials])

@@ -19,10 +19,12 @@ from trainer import results as R
 from trainer.config import ConfigError, build_config, flatten
 
 FLOORS = ("floor_uniform", "floor_unigram", "floor_bigram")
+FLOORS_BPB = tuple(f"{name}_bpb" for name in FLOORS)  # the same floors in bits per byte
+SCRATCH = ("finetune_acc_scratch", "finetune_acc_fewshot_scratch")  # parent run: fine-tuned without pretraining
 CURVE_KEYS = ("val_loss", "val_ppl")
 LEDGER = R.LEDGER_METRICS  # trainer/compute.py
 TRIAL_COLUMNS = ("trial_id", "run_id", "run_name", "outcome", "status", "final_val_loss", "final_val_ppl",
-                 "best_val_ppl", "finetune_acc", "finetune_acc_fewshot", "steps", "max_steps", *LEDGER)
+                 "final_val_bpb", "best_val_ppl", "finetune_acc", "finetune_acc_fewshot", "steps", "max_steps", *LEDGER)
 
 
 @dataclass
@@ -41,6 +43,7 @@ class Sweep:
     floors: dict[str, float] = field(default_factory=dict)
     samples: dict[str, str] = field(default_factory=dict)  # trial_id -> text of its latest samples artifact
     study: object | None = None  # the sweep's own Optuna study (optuna search), when its optuna.db is readable
+    scratch: dict[str, float] = field(default_factory=dict)  # SCRATCH metrics of the parent run, when logged
 
     @property
     def search(self) -> str:
@@ -112,6 +115,7 @@ def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
                "outcome": outcome, "status": run["status"],
                "final_val_loss": loss.value.iloc[-1] if len(loss) and not failed else math.nan,
                "final_val_ppl": ppl.value.iloc[-1] if len(ppl) and not failed else math.nan,
+               "final_val_bpb": run.get("metrics.val_bpb", math.nan) if not failed else math.nan,
                "best_val_ppl": ppl.value.min() if len(ppl) else math.nan,
                "finetune_acc": run.get("metrics.finetune_acc", math.nan),
                "finetune_acc_fewshot": run.get("metrics.finetune_acc_fewshot", math.nan),
@@ -175,14 +179,15 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
     fallback = _number(parent.data.params.get("train.max_steps"))
     max_steps = {k: v if v is not None else fallback for k, v in max_steps.items()}
     trials = trial_rows(runs, searched, curves, max_steps)
-    floors = {k: v for k, v in parent.data.metrics.items() if k in FLOORS}
+    floors = {k: v for k, v in parent.data.metrics.items() if k in FLOORS + FLOORS_BPB}
     if not floors:  # an older parent: the children carry them as well
         floors = {k[len("metrics."):]: runs[k].dropna().iloc[0] for k in runs.columns
-                  if k[len("metrics."):] in FLOORS and runs[k].notna().any()}
+                  if k[len("metrics."):] in FLOORS + FLOORS_BPB and runs[k].notna().any()}
     sweep = Sweep(experiment=experiment, run_id=parent_id, run_name=parent.info.run_name or parent_id,
                   status=parent.info.status, params=dict(parent.data.params), tags=dict(parent.data.tags),
                   searched=searched, trials=trials, curves=curves, floors=floors,
-                  study=load_study(uri, parent.data.tags.get(R.SWEEP_PATH, "")))
+                  study=load_study(uri, parent.data.tags.get(R.SWEEP_PATH, "")),
+                  scratch={k: v for k, v in parent.data.metrics.items() if k in SCRATCH})
     best = best_trial(trials)
     if best is not None:
         text = latest_samples(client, best["run_id"])

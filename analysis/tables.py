@@ -11,7 +11,8 @@ import pandas as pd
 
 from analysis.runs import failed
 
-SUMMARY_METRICS = {"final_val_ppl": "final val_ppl", "best_val_ppl": "best val_ppl", "finetune_acc": "finetune_acc",
+SUMMARY_METRICS = {"final_val_ppl": "final val_ppl", "final_val_bpb": "final val_bpb", "best_val_ppl": "best val_ppl",
+                   "finetune_acc": "finetune_acc",
                    "finetune_acc_fewshot": "finetune_acc_fewshot", "steps": "steps", "outcome": "outcome"}
 
 

@@ -6,7 +6,7 @@ LayerNorm eps) and started from the SAME weights, fed the same batches, with the
 schedule, betas, fused/foreach flag), autocast precision (`--precision`, default `auto`: what the loop picks on
 this machine, bf16 only where the CPU/GPU does it natively), gradient clipping and threads. The two alternate in
 rounds (ours, HF, ours, HF, ...) so that a noisy shared machine slows both alike; every speed is reported as
-the median over rounds of the paired ratio. Before each round a large bf16 matmul measures this machine's
+the median over rounds of the paired ratio. Before each round a large matmul in the run's dtype measures this machine's
 peak, so `peak_fraction` (achieved model FLOP/s over peak) pairs each round with its own peak.
 
 FLOPs per token = 6·N + 12·L·T·d (PaLM/nanoGPT convention: N = the weights of every matmul, the tied output
@@ -75,11 +75,12 @@ def flops_per_token(model: GPT) -> float:
     return 6.0 * matmul_weights + 12.0 * cfg.n_layers * cfg.context_length * cfg.d_model
 
 
-def measure_peak(device: torch.device, n: int = 2048, repeats: int = 3) -> float:
-    """Best of `repeats` n×n×n bf16 matmuls (same threads), in TFLOP/s."""
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    out = torch.empty(n, n, device=device, dtype=torch.bfloat16)
+def measure_peak(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 2048,
+                 repeats: int = 3) -> float:
+    """Best of `repeats` n×n×n matmuls in `dtype` (same threads), in TFLOP/s."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
     best = math.inf
     for _ in range(repeats):
@@ -189,12 +190,13 @@ def timed_steps(runner, steps: int, device: torch.device) -> tuple[float, list[f
 
 
 def alternate(runners: dict, rounds: int, per_round: int, device: torch.device, log) -> tuple[dict, dict, list]:
-    """Each runner in turn, `rounds` times, with this machine's matmul peak measured before every round."""
+    """Each runner in turn, `rounds` times, with this machine's matmul peak (in the run's precision) measured
+    before every round."""
     times = {name: [] for name in runners}
     losses = {name: [] for name in runners}
     peaks = []
     for r in range(rounds):
-        peaks.append(measure_peak(device))
+        peaks.append(measure_peak(device, runners["ours"].autocast_dtype or torch.float32))
         for name, runner in runners.items():
             elapsed, round_losses = timed_steps(runner, per_round, device)
             times[name].append(elapsed)
@@ -254,7 +256,8 @@ def measure(preset: str = "seed", steps: int = 24, rounds: int = 12, warmup: int
     times, losses, peaks = alternate(runners, rounds, per_round, device, log)
     tps = {n: [per_round * tokens_per_step / t for t in ts] for n, ts in times.items()}
     return {"preset": preset, "device": device_name(device, threads), "data": data_note,
-            "precision": f"{ours.autocast_dtype or 'fp32'} (train.precision={precision})",
+            "precision": f"{precision}: " + (f"{str(ours.autocast_dtype).removeprefix('torch.')} autocast"
+                                             if ours.autocast_dtype else "fp32"),
             "tokens_per_step": tokens_per_step, "steps_per_model": per_round * rounds, "rounds": rounds,
             **summarize(runners, tps, losses, peaks, fpt)}
 

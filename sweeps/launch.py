@@ -30,9 +30,11 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table lets us ch
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no tensorboardX warning; MLflow is the log
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
+# Progress reports between evals carry no val_loss (so that nothing ranks trials on them): Tune must accept them.
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 
-REPORTED = {"step": "step", "val_ppl": "val_ppl", "val_acc": "val_acc", "tokens_per_s": "tok/s",
-            "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
+REPORTED = {"step": "step", "train_loss": "loss", "val_ppl": "val_ppl", "val_bpb": "val_bpb",
+            "tokens_per_s": "tok/s", "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
 
 
 def _search_algorithm(plan: SweepPlan, study_name: str, sweep_path: str, seed: int, num_samples: int):
@@ -92,7 +94,8 @@ def _start_ray(plan: SweepPlan) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if not ray.is_initialized():  # a notebook or test that already started Ray keeps its instance
         try:
-            ray.init(address=plan.address, include_dashboard=False, logging_level=logging.ERROR,
+            # "local": a new cluster of this sweep's own; None would join any local one found in /tmp/ray.
+            ray.init(address=plan.address or "local", include_dashboard=False, logging_level=logging.ERROR,
                      log_to_driver=False)
         except Exception as error:
             refusal = _auth_refusal(error)
@@ -167,7 +170,8 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     trainable = tune.with_resources(
         tune.with_parameters(train_gpt, corpus=corpus, tokenizer=tokenizer, finetune_data=finetune_data),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
-    tuner, sweep_path = _tuner(plan, trainable, loss_floors(corpus.train, corpus.val, corpus.vocab_size))
+    floors = loss_floors(corpus.train, corpus.val, corpus.vocab_size, tokenizer.token_bytes())
+    tuner, sweep_path = _tuner(plan, trainable, floors)
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a second signal: Tune's callbacks did not close the parent run
@@ -177,6 +181,9 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     if stop.signum is not None:
         _print_resume(plan, stop.signum, time.perf_counter() - started)
         return 128 + stop.signum
+    from sweeps.baseline import log_scratch_baseline
+
+    log_scratch_baseline(plan.tracking_uri, plan.experiment, sweep_path, results, corpus.vocab_size, finetune_data)
     _print_summary(plan, results, time.perf_counter() - started, prepared)
     if not any(r.error is None and r.metrics for r in results):  # diverged trials are results; errors are not
         first = next((r.error for r in results if r.error is not None), None)
@@ -214,12 +221,14 @@ def _new_tuner(plan: SweepPlan, trainable, floors: dict, name: str, identity: st
     """A Tune experiment `name` in plan.storage, tracked in MLflow (and Optuna) as the sweep at `identity`."""
     from ray import tune
 
+    from sweeps.progress import TimeLeftReporter
     from sweeps.tracking import MLflowTracking
 
     tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=identity,
                               sweep_params=_sweep_params(plan), searched=list(plan.dims), corpus_metrics=floors)
-    reporter = tune.CLIReporter(metric_columns=REPORTED, parameter_columns=list(plan.dims),
-                                max_report_frequency=60, sort_by_metric=True)
+    reporter = TimeLeftReporter(total_trials=_total_trials(plan), max_steps=plan.cfg.train.max_steps,
+                                metric_columns=REPORTED, parameter_columns=list(plan.dims),
+                                max_report_frequency=30, sort_by_metric=True)
     study = Path(identity).name
     return tune.Tuner(
         trainable, param_space=_param_space(plan),
@@ -231,6 +240,13 @@ def _new_tuner(plan: SweepPlan, trainable, floors: dict, name: str, identity: st
                                   failure_config=tune.FailureConfig(max_failures=plan.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                   progress_reporter=reporter, verbose=1))
+
+
+def _total_trials(plan: SweepPlan) -> int:
+    grid_cells = 1
+    for dim in plan.dims.values():
+        grid_cells *= len(dim.grid)
+    return plan.num_samples * (grid_cells if plan.search == "grid" else 1)
 
 
 def _print_resume(plan: SweepPlan, signum: int, wall_s: float) -> None:

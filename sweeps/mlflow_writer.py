@@ -144,6 +144,10 @@ class MlflowWriter:
             self._log_learning_curve(run_id, op["title"])
         self.client.set_terminated(run_id, STATUS[op["outcome"]])
 
+    def _parent_metrics(self, op: dict) -> None:
+        """Metrics of the sweep as a whole (the scratch baseline), at step 0 of the parent run."""
+        self._log_metrics(self._parent(), op["metrics"], step=0)
+
     def _end(self, op: dict) -> None:
         """The best trial so far on the parent (tags: params are write-once and a resume may find a new best)."""
         if op.get("best"):

@@ -91,6 +91,8 @@ class MLflowTracking(tune.Callback):
         self._start(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if "val_loss" not in result:
+            return  # a progress report between evals (trainer.loop on_progress): the console's, not MLflow's
         self._start(trial)
         self._outbox.send({"op": "result", "trial_id": trial.trial_id, "step": int(result["step"]),
                            "start_step": int(result.get("start_step") or 0), "samples": result.get("samples"),

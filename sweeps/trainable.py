@@ -1,4 +1,5 @@
 """The Ray Tune function trainable: pre-train → report every eval (with a checkpoint) → fine-tune → report.
+Between evals it reports cheap progress (step, train_loss, tokens_per_s) every ~10 s, without a checkpoint.
 
     python sweeps/lr_warmup.py            (runs this in every trial)
 
@@ -25,6 +26,8 @@ from trainer.loop import EvalRecord, Pretrainer
 from trainer.tokenizer import TextTokenizer
 
 CHECKPOINT_FILE = "state.pt"
+# Seconds between progress reports; the environment variable exists so that tests of seconds-long trials get some.
+PROGRESS_EVERY_S = float(os.environ.get("GPTSWEEP_PROGRESS_EVERY_S", "10"))
 
 
 def save_checkpoint(trainer: Pretrainer, folder: Path) -> None:
@@ -92,4 +95,11 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
             save_checkpoint(trainer, Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    trainer.run(on_eval=report)
+    def report_progress(metrics: dict[str, float]) -> None:
+        """Between evals, for the console: no checkpoint and no val_loss, so ASHA, the searcher and MLflow
+        (which act on val_loss) skip it; the last eval's val_ppl/val_bpb ride along to keep the table full."""
+        latest = trainer.history[-1] if trainer.history else {}
+        tune.report({**metrics, **{k: latest[k] for k in ("val_ppl", "val_bpb") if k in latest},
+                     "start_step": start_step, "node_id": node_id})
+
+    trainer.run(on_eval=report, on_progress=report_progress, progress_every_s=PROGRESS_EVERY_S)

@@ -26,6 +26,7 @@ def make_trials(rows: list[tuple]) -> pd.DataFrame:
     frame["run_name"] = frame.trial_id
     frame["status"] = "FINISHED"
     frame["final_val_loss"] = np.log(frame.final_val_ppl)
+    frame["final_val_bpb"] = frame.final_val_loss * 0.3  # some tokens-per-byte ratio
     frame["best_val_ppl"] = frame.final_val_ppl
     frame["finetune_acc_fewshot"] = frame.finetune_acc - 0.1
     frame["max_steps"] = 100

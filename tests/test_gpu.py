@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from trainer.config import ModelConfig
-from trainer.loop import cuda_autocast_dtype, resolve_precision
+from trainer.precision import cuda_autocast_dtype, resolve_precision
 from trainer.model import GPT
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

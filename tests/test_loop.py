@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from trainer.config import OptimConfig, build_config, with_vocab_size
-from trainer.loop import DIVERGED_LOSS, cuda_autocast_dtype, lr_at, make_optimizer, resolve_precision
+from trainer.loop import DIVERGED_LOSS, lr_at, make_optimizer
+from trainer.precision import cuda_autocast_dtype, resolve_precision
 from trainer.model import GPT
 
 

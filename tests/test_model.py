@@ -79,3 +79,20 @@ def test_classifier_pools_the_last_real_token_so_padding_changes_nothing(model):
     assert torch.allclose(clf(short, lengths), clf(long, lengths), atol=1e-5)
     # Pooling position -1 (a pad token) would differ: check the sequences do see different final states.
     assert not torch.allclose(clf(short, torch.tensor([8])), clf(long, torch.tensor([16])), atol=1e-5)
+
+
+def test_mean_pooling_reads_every_real_token_and_ignores_the_padding(model):
+    torch.manual_seed(0)
+    clf = GPTClassifier(model, num_classes=4, pooling="mean").eval()
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 8))
+    lengths = torch.tensor([3, 8])
+    repadded = ids.clone()
+    repadded[0, 3:] = 0
+    with torch.no_grad():
+        logits = clf(ids, lengths)
+        assert torch.allclose(logits, clf(repadded, lengths), atol=1e-6)
+        alone = clf(ids[:1, :3], lengths[:1])
+        assert torch.allclose(logits[0], alone[0], atol=1e-6)
+        changed = ids.clone()
+        changed[0, 0] = (ids[0, 0] + 1) % model.cfg.vocab_size  # an early token reaches the head directly
+        assert not torch.allclose(clf(changed, lengths)[0], logits[0])

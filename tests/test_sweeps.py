@@ -32,6 +32,7 @@ def inputs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GPTSWEEP_CACHE_DIR", str(root / "cache"))
         mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("GPTSWEEP_PROGRESS_EVERY_S", "0")  # a progress report at every step between evals
         yield root
     ray.shutdown()
 
@@ -64,16 +65,21 @@ def test_optuna_asha_sweep_writes_one_parent_and_one_child_per_trial(optuna_swee
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED" and "best_val_ppl" in parent.data.metrics
+    assert {"floor_bigram", "floor_bigram_bpb", "finetune_acc_scratch", "finetune_acc_fewshot_scratch"} <= set(
+        parent.data.metrics)
     assert parent.data.tags["gptsweep.best_trial_id"] in {c.data.tags["gptsweep.trial_id"] for c in children}
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert 1e-4 <= float(child.data.params["optim.lr"]) <= 3e-3
         assert "optim.warmup_steps" in child.data.params
         assert "optim.lr" not in child.data.metrics  # params are not duplicated as metrics
-        assert {"train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s"} <= set(
+        assert {"train_loss", "val_loss", "val_ppl", "val_bpb", "val_acc", "lr", "tokens_per_s", "eval_s"} <= set(
             child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "val_ppl")
         assert len(history) >= 1 and [m.step for m in history] == sorted(m.step for m in history)
+        # progress reports between evals (one per step here) are not logged: train_loss only at the evals
+        train_steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        assert train_steps == [m.step for m in history] and all(s % 4 == 0 for s in train_steps)
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.json", "learning_curve.png", "samples"} <= artifacts
 
@@ -98,6 +104,8 @@ def test_resume_of_a_finished_sweep_runs_nothing_and_duplicates_nothing(optuna_s
     assert run_sweep("lr_warmup", lr_warmup_space, sweep_args(optuna_sweep, "optuna4", "--resume")) == 0
     client, parents, after = runs_of(optuna_sweep, "optuna4")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # the scratch baseline is computed once per sweep, not again when a finished sweep is resumed
+    assert len(client.get_metric_history(parents[0].info.run_id, "finetune_acc_scratch")) == 1
     assert {c.info.run_id for c in after} == set(steps_before)
     assert {c.info.run_id: len(client.get_metric_history(c.info.run_id, "val_loss")) for c in after} == steps_before
 

@@ -4,7 +4,8 @@
         --finetune-train ag_news --out runs/single
 
 Writes OUT/config.json (the flattened config), OUT/metrics.json (final values under the metric names
-train_loss, val_loss, val_ppl, val_acc, lr, tokens_per_s, finetune_acc, finetune_acc_fewshot),
+train_loss, val_loss, val_ppl, val_bpb, val_acc, lr, tokens_per_s, finetune_acc, finetune_acc_fewshot, and the
+corpus's floors floor_{uniform,unigram,bigram} in nats per token and as *_bpb in bits per byte),
 OUT/history.json (the metrics of every eval) and OUT/samples.txt (completions at the last eval).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from trainer.cli import ArgumentParser, add_config_args, config_from_args, exits
 from trainer.config import flatten, with_vocab_size
 from trainer.data import prepare_corpus, prepare_finetune
 from trainer.finetune import finetune_metrics
+from trainer.floors import loss_floors
 from trainer.loop import Pretrainer
 from trainer.privacy import disable_telemetry
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"preset {preset}: {trainer.model.num_parameters() / 1e6:.2f}M parameters on {trainer.device}, "
           f"autocast {trainer.autocast_dtype or 'off (fp32)'}", flush=True)
     record = trainer.run(progress=True)
-    metrics = dict(record.metrics)
+    metrics = {**record.metrics, **loss_floors(corpus.train, corpus.val, corpus.vocab_size, tokenizer.token_bytes())}
     if finetune_data is not None and not metrics.get("diverged"):
         print(f"fine-tuning on {len(finetune_data.train_labels)} rows "
               f"(few-shot: {cfg.finetune.fewshot_n}), scoring {len(finetune_data.test_labels)} test rows", flush=True)
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "history.json").write_text(json.dumps(trainer.history, indent=2) + "\n")  # every eval's metrics
     (out / "samples.txt").write_text("\n\n".join(record.samples) + "\n")
-    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("val_loss", "val_ppl", "val_acc", "tokens_per_s",
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("val_loss", "val_ppl", "val_bpb", "floor_bigram_bpb",
+                                                        "val_acc", "tokens_per_s",
                                                         "finetune_acc", "finetune_acc_fewshot") if k in metrics)
     print(f"done in {time.perf_counter() - started:.0f}s: {shown}\nwrote {out}/metrics.json", flush=True)
     return 0

@@ -27,7 +27,9 @@ def add_config_args(parser: argparse.ArgumentParser, finetune_default: str | Non
     parser.add_argument("--data", default="wikitext-2",
                         help="pre-training corpus: wikitext-2, tinystories, or a local file/folder")
     parser.add_argument("--val-data", default=None, help="validation corpus (default: held-out documents)")
-    parser.add_argument("--tokenizer", default="gpt2", help="gpt2, a local tokenizer folder/tokenizer.json, or bpe:N")
+    parser.add_argument("--tokenizer", default=None,
+                        help="gpt2, a local tokenizer folder/tokenizer.json, or bpe:N (trained on the corpus); "
+                             "default: the preset's (cpu: bpe:2048, seed: gpt2)")
     parser.add_argument("--finetune-train", default=finetune_default,
                         help=f"classification training table: ag_news or a local CSV/JSONL/parquet "
                              f"(default: {finetune_default}; 'none' skips fine-tuning)")
@@ -39,9 +41,10 @@ def add_config_args(parser: argparse.ArgumentParser, finetune_default: str | Non
 def config_from_args(args: argparse.Namespace, defaults: dict[str, object] | None = None) -> tuple[str, RunConfig]:
     """The preset name and the validated config the flags describe (`defaults` below --set); raises ConfigError."""
     preset = args.preset or default_preset()
-    overrides = {"data.source": args.data, "data.val_source": args.val_data, "data.tokenizer": args.tokenizer,
+    overrides = {"data.source": args.data, "data.val_source": args.val_data,
                  "data.finetune_train": args.finetune_train, "data.finetune_test": args.finetune_test,
-                 **(defaults or {}), **parse_overrides(args.overrides)}
+                 **({"data.tokenizer": args.tokenizer} if args.tokenizer else {}), **(defaults or {}),
+                 **parse_overrides(args.overrides)}
     cfg = build_config(preset, overrides)
     check_data_sources(cfg)
     return preset, cfg

@@ -1,4 +1,5 @@
-"""Classification fine-tuning of the pretrained GPT on AG News: full and few-shot accuracy.
+"""Classification fine-tuning of the pretrained GPT on AG News: full and few-shot accuracy, and the same recipe
+from random weights (`scratch_metrics`), the baseline that says whether pretraining helped.
 
     python -m trainer --preset cpu --data wikitext-2 --finetune-train ag_news --out /tmp/run
 
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.config import FinetuneConfig
+from trainer.config import FinetuneConfig, RunConfig
 from trainer.data import FinetuneData, fewshot_indices
+from trainer.loop import resolve_device
+from trainer.precision import resolve_precision
 from trainer.model import GPT, GPTClassifier
 
 
@@ -48,7 +52,7 @@ def finetune(pretrained: GPT, data: FinetuneData, rows: np.ndarray, epochs: int,
     torch.manual_seed(seed)
     device = next(pretrained.parameters()).device
     num_classes = int(max(data.train_labels.max(), data.test_labels.max())) + 1
-    model = GPTClassifier(copy.deepcopy(pretrained), num_classes).to(device)
+    model = GPTClassifier(copy.deepcopy(pretrained), num_classes, cfg.pooling).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     steps_per_epoch = -(-len(rows) // cfg.batch_size)
     # Linear decay to zero: the usual fine-tuning schedule, with no warmup since the body is already trained.
@@ -79,3 +83,16 @@ def finetune_metrics(pretrained: GPT, data: FinetuneData, cfg: FinetuneConfig, s
         "finetune_acc": finetune(pretrained, data, everything, cfg.epochs, cfg, seed, autocast),
         "finetune_acc_fewshot": finetune(pretrained, data, few, cfg.fewshot_epochs, cfg, seed, autocast),
     }
+
+
+def scratch_metrics(cfg: RunConfig, vocab_size: int, data: FinetuneData) -> dict[str, float]:
+    """`finetune_acc_scratch` and `finetune_acc_fewshot_scratch`: cfg's fine-tuning recipe on a GPT of cfg's shape
+    that was never pretrained. Its weights are the ones a trial of cfg starts pretraining from (same seed, same
+    init), so the difference to the trial's finetune_acc is what pretraining bought."""
+    torch.manual_seed(cfg.train.seed)
+    device = resolve_device(cfg.train)
+    model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab_size)).to(device)
+    dtype = resolve_precision(cfg.train.precision, device)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+    metrics = finetune_metrics(model, data, cfg.finetune, cfg.train.seed, autocast)
+    return {f"{name}_scratch": value for name, value in metrics.items()}

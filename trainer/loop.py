@@ -2,12 +2,12 @@
 
     python -m trainer --preset smoke --data corpus.txt --tokenizer bpe:512 --out /tmp/run
 
-Plain PyTorch, no Ray: `Pretrainer.run(on_eval=...)` calls back at every eval with the metrics (train_loss,
-val_loss, val_ppl, val_acc, lr, tokens_per_s, eval_s, and the compute ledger's tokens, flops, wall_s, device_s,
-n_params, n_params_non_embedding: trainer/compute.py) so the Ray trainable can forward them to Tune, and
-`state_dict()` / `load_state_dict()` carry everything a resumed run needs to continue bit-for-bit on CPU, as
-tensors and plain data only (a checkpoint loads with `weights_only=True`, to the CPU); `load_state_dict` moves
-each part to where this run keeps it.
+Plain PyTorch, no Ray: `Pretrainer.run(on_eval=..., on_progress=...)` calls back at every eval with the metrics
+(train_loss, val_loss, val_ppl, val_bpb, val_acc, lr, tokens_per_s, eval_s, and the compute ledger's tokens, flops,
+wall_s, device_s, n_params, n_params_non_embedding: trainer/compute.py), and between evals with cheap progress, so
+the Ray trainable can forward them to Tune; `state_dict()` / `load_state_dict()` carry everything a resumed run
+needs to continue bit-for-bit on CPU, as tensors and plain data only (a checkpoint loads with `weights_only=True`,
+to the CPU); `load_state_dict` moves each part to where this run keeps it.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from trainer.model import GPT
 from trainer.results import DIVERGED_LOSS, DIVERGED_PPL, perplexity
 from trainer.rng import rng_state, set_rng_state
 from trainer.mup import is_hidden_matrix, width_mult
+from trainer.precision import resolve_precision, warn_if_emulated
 from trainer.tokenizer import TextTokenizer
 
 SAMPLE_PROMPTS = ("The", "In 1998 , the", "Once upon a time")
@@ -74,37 +75,6 @@ def resolve_device(train: TrainConfig) -> torch.device:
     return torch.device(train.device)
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. `auto` picks bf16 wherever the hardware does it natively, and on
-    a GPU without it fp16 or fp32 (`cuda_autocast_dtype`)."""
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        if precision == "auto":
-            return cuda_autocast_dtype(torch.cuda.is_bf16_supported(including_emulation=False),
-                                       torch.cuda.get_device_capability(device))
-        bf16_ok = True  # an explicit bf16
-    else:
-        try:
-            bf16_ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            bf16_ok = False
-    if precision == "bf16" or bf16_ok:
-        return torch.bfloat16
-    return None
-
-
-def cuda_autocast_dtype(bf16_native: bool, capability: tuple[int, int]) -> torch.dtype | None:
-    """`auto` on a GPU: bf16 where the tensor cores do it (Ampere, sm_80, and later; emulated bf16 on a T4 or V100
-    is slower than fp16), else fp16 with the loop's GradScaler where there are fp16 tensor cores (Volta, sm_70,
-    and later), else fp32 (older GPUs: fp16 there is no faster, or far slower)."""
-    if bf16_native:
-        return torch.bfloat16
-    return torch.float16 if tuple(capability) >= (7, 0) else None
-
-
 @dataclass
 class EvalRecord:
     metrics: dict[str, float]
@@ -123,6 +93,7 @@ class Pretrainer:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
         self.device = resolve_device(cfg.train)
+        warn_if_emulated(cfg.train.precision, self.device)
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         self.model = GPT(cfg.model).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
@@ -130,6 +101,10 @@ class Pretrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self.batcher = ChunkBatcher(corpus.train, cfg.model.context_length, cfg.train.batch_size, cfg.train.seed)
         self.val = val_batches(corpus.val, cfg.model.context_length, EVAL_ROWS, cfg.train.eval_batches)
+        # UTF-8 bytes of the text the evaluated targets stand for (EOS: none): val_bpb's denominator. Without a
+        # tokenizer (benchmarks on bare token ids) there is no text, and no val_bpb.
+        token_bytes = tokenizer.token_bytes() if tokenizer is not None else None
+        self.val_bytes = int(sum(token_bytes[y.numpy()].sum() for _, y in self.val)) if tokenizer else 0
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.ledger = ComputeLedger.of(cfg.model, cfg.train.batch_size)
@@ -177,7 +152,8 @@ class Pretrainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean loss and next-token accuracy over the fixed validation batches."""
+        """Mean loss, bits per byte (total NLL / (ln 2 × UTF-8 bytes of the evaluated targets), comparable across
+        tokenizers) and next-token accuracy over the fixed validation batches."""
         self.model.eval()
         total_loss, correct, count = 0.0, 0, 0
         for x, y in self.val:
@@ -188,7 +164,10 @@ class Pretrainer:
             correct += hits.sum().item()
             count += y.numel()
         val_loss = total_loss / count
-        return {"val_loss": val_loss, "val_ppl": perplexity(val_loss), "val_acc": correct / count}
+        metrics = {"val_loss": val_loss, "val_ppl": perplexity(val_loss), "val_acc": correct / count}
+        if self.val_bytes:
+            metrics["val_bpb"] = total_loss / (math.log(2) * self.val_bytes)
+        return metrics
 
     @torch.no_grad()
     def sample(self, max_new_tokens: int = 32) -> list[str]:
@@ -203,9 +182,34 @@ class Pretrainer:
             texts.append(self.tokenizer.decode(out[0].tolist()))
         return texts
 
-    def run(self, on_eval: Callable[[EvalRecord], None] | None = None, progress: bool = False) -> EvalRecord:
+    def _train_metrics(self, losses: list[float], train_time: float) -> dict[str, float]:
+        """step, mean finite train_loss, lr and tokens_per_s over the steps whose losses are given."""
+        finite = [v for v in losses if math.isfinite(v)]
+        tokens = len(losses) * self.cfg.train.batch_size * self.cfg.model.context_length
+        return {"step": self.step, "train_loss": sum(finite) / len(finite) if finite else DIVERGED_LOSS,
+                "lr": lr_at(self.step - 1, self.cfg.optim, self.cfg.train.max_steps),
+                "tokens_per_s": tokens / max(train_time, 1e-9)}
+
+    def _eval_record(self, metrics: dict[str, float], diverged: bool) -> EvalRecord:
+        if diverged:
+            metrics.update(val_loss=DIVERGED_LOSS, val_ppl=DIVERGED_PPL, val_bpb=DIVERGED_LOSS, val_acc=0.0,
+                           diverged=1.0)
+            return EvalRecord(metrics)
+        eval_started = time.perf_counter()
+        metrics.update(self.evaluate(), diverged=0.0)
+        record = EvalRecord(metrics, self.sample())
+        # What measuring costs (the cpu preset's full validation split costs ~12 training steps):
+        # shown so a sweep's overhead can be told apart from its evaluation.
+        metrics["eval_s"] = time.perf_counter() - eval_started
+        return record
+
+    def run(self, on_eval: Callable[[EvalRecord], None] | None = None, progress: bool = False,
+            on_progress: Callable[[dict[str, float]], None] | None = None,
+            progress_every_s: float = 10.0) -> EvalRecord:
         """Train from self.step to train.max_steps, evaluating every train.eval_every steps and at the end.
 
+        on_progress gets step, train_loss (mean over the steps since its last call), lr and tokens_per_s every
+        progress_every_s seconds between evals, never at an eval step: cheap, no validation, for watching.
         A non-finite training loss ends the run at once with val_loss = DIVERGED_LOSS and `diverged` = 1. A run
         loaded from a checkpoint of its end (saved but not yet taken by Tune when a crash or an interrupt hit)
         reports that end again instead of returning silently with an older result as the caller's last.
@@ -222,7 +226,7 @@ class Pretrainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=t.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
-        losses, train_time, tokens_per_step = [], 0.0, t.batch_size * self.cfg.model.context_length
+        losses, train_time, since_progress, progress_at = [], 0.0, 0, time.perf_counter()
         # Seconds continue across a checkpoint restart: the ledger's totals are of the whole run.
         wall_s, device_s = (last.get("wall_s", 0.0), last.get("device_s", 0.0)) if last else (0.0, 0.0)
         wall_from = time.perf_counter()
@@ -231,35 +235,27 @@ class Pretrainer:
             loss = self.train_step()
             train_time += time.perf_counter() - started
             losses.append(loss)
+            since_progress += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             diverged = not math.isfinite(loss)
             if diverged or self.step % t.eval_every == 0 or self.step == t.max_steps:
-                finite = [v for v in losses if math.isfinite(v)]
-                metrics = {"step": self.step, "train_loss": sum(finite) / len(finite) if finite else DIVERGED_LOSS,
-                           "lr": lr_at(self.step - 1, self.cfg.optim, t.max_steps),
-                           "tokens_per_s": len(losses) * tokens_per_step / max(train_time, 1e-9)}
-                if diverged:
-                    metrics.update(val_loss=DIVERGED_LOSS, val_ppl=DIVERGED_PPL, val_acc=0.0, diverged=1.0)
-                    record = EvalRecord(metrics)
-                else:
-                    eval_started = time.perf_counter()
-                    metrics.update(self.evaluate(), diverged=0.0)
-                    record = EvalRecord(metrics, self.sample())
-                    # What measuring costs (the cpu preset's full validation split costs ~12 training steps):
-                    # shown so a sweep's overhead can be told apart from its evaluation.
-                    metrics["eval_s"] = time.perf_counter() - eval_started
+                record = self._eval_record(self._train_metrics(losses, train_time), diverged)
                 device_s += train_time
-                metrics.update(self.ledger.at(self.step, wall_s + time.perf_counter() - wall_from, device_s))
-                self.history.append(metrics)
+                record.metrics.update(self.ledger.at(self.step, wall_s + time.perf_counter() - wall_from, device_s))
+                self.history.append(record.metrics)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.3f}", val_ppl=f"{metrics['val_ppl']:.1f}")
+                    bar.set_postfix(loss=f"{loss:.3f}", val_ppl=f"{record.metrics['val_ppl']:.1f}")
                 if on_eval is not None:
                     on_eval(record)
-                losses, train_time = [], 0.0
+                losses, train_time, since_progress, progress_at = [], 0.0, 0, time.perf_counter()
                 if diverged:
                     break
+            elif on_progress is not None and time.perf_counter() - progress_at >= progress_every_s:
+                recent = self._train_metrics(losses[-since_progress:], train_time * since_progress / len(losses))
+                on_progress(recent)
+                since_progress, progress_at = 0, time.perf_counter()
         if bar is not None:
             bar.close()
         return record

@@ -233,20 +233,25 @@ def _filtered_probs(logits: torch.Tensor, top_k: int | None, top_p: float | None
 
 
 class GPTClassifier(nn.Module):
-    """The pretrained GPT plus a linear head on the hidden state of each sequence's last real token.
+    """The pretrained GPT plus a linear head on the hidden state of each sequence's last real token (`last`), or on
+    the mean over its real tokens (`mean`: every position's state reaches the head, which a small model trained
+    briefly needs; its last token alone has seen the text through few layers).
 
-    Sequences are right-padded; pooling position `lengths - 1` (not -1, which would be a pad token) makes the
-    prediction independent of how much padding follows.
+    Sequences are right-padded; pooling position `lengths - 1` (not -1, which would be a pad token), or only the
+    first `lengths` positions, makes the prediction independent of how much padding follows.
     """
 
-    def __init__(self, gpt: GPT, num_classes: int):
+    def __init__(self, gpt: GPT, num_classes: int, pooling: str = "last"):
         super().__init__()
-        self.gpt = gpt
+        self.gpt, self.pooling = gpt, pooling
         self.head = nn.Linear(gpt.cfg.d_model, num_classes)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         hidden = self.gpt.hidden_states(ids)
-        last = hidden[torch.arange(ids.shape[0], device=ids.device), lengths.to(ids.device) - 1]
-        return self.head(last)
+        lengths = lengths.to(ids.device)
+        if self.pooling == "mean":
+            real = (torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]).to(hidden.dtype)
+            return self.head((hidden * real[..., None]).sum(1) / lengths[:, None].to(hidden.dtype))
+        return self.head(hidden[torch.arange(ids.shape[0], device=ids.device), lengths - 1])

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Mapping
 
 # What every eval reports (trainer.loop.Pretrainer.run) and MLflow logs at that step; then once at the end.
-EVAL_METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s", "diverged")
+EVAL_METRICS = ("train_loss", "val_loss", "val_ppl", "val_bpb", "val_acc", "lr", "tokens_per_s", "eval_s",
+                "diverged")
 FINAL_METRICS = ("finetune_acc", "finetune_acc_fewshot")
 # The compute ledger (trainer/compute.py), cumulative at every eval: what the scaling fit reads.
 LEDGER_METRICS = ("tokens", "flops", "n_params", "n_params_non_embedding", "wall_s", "device_s")
@@ -30,8 +31,10 @@ def perplexity(loss: float) -> float:
 
 
 def is_placeholder(key: str, value: float) -> bool:
-    """True for the val_loss / val_ppl a diverged eval reports instead of a measurement."""
-    return (key == "val_loss" and value >= DIVERGED_LOSS) or (key == "val_ppl" and value >= DIVERGED_PPL * 0.999)
+    """True for the val_loss / val_bpb / val_ppl a diverged eval reports instead of a measurement."""
+    if key == "val_ppl":
+        return value >= DIVERGED_PPL * 0.999
+    return key in ("val_loss", "val_bpb") and value >= DIVERGED_LOSS
 
 
 # Outcomes of a trial (MLflow tag OUTCOME). A failed one's last value is not a result.

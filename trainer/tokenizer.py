@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from trainer.config import ConfigError
@@ -51,6 +52,20 @@ class TextTokenizer:
 
     def to_json(self) -> str:
         return self._backend.to_str()
+
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes of text each token id stands for (int64, vocab_size long), so that the bytes of any token
+        sequence are a sum and bits per byte need no decoding. Special tokens (EOS) stand for no text: 0.
+
+        Byte-level BPE (gpt2, bpe:N) is exact: each character of a token's string is one byte. Other decoders
+        get the length of the token decoded alone, exact for whole-character tokens."""
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        byte_level = isinstance(self._backend.decoder, decoders.ByteLevel)
+        for token, i in self._backend.get_vocab(with_added_tokens=False).items():
+            lengths[i] = len(token) if byte_level else len(self._backend.decode([i]).encode("utf-8"))
+        for i, added in self._backend.get_added_tokens_decoder().items():
+            lengths[i] = 0 if added.special else len(added.content.encode("utf-8"))
+        return lengths
 
 
 def bpe_size(spec: str) -> int | None:

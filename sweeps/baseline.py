@@ -1,0 +1,53 @@
+"""Does pretraining help? Once per sweep, the best trial's fine-tuning recipe on random weights of its shape.
+
+    python sweeps/lr_warmup.py        (runs this in the driver after the last trial)
+
+The result goes to the sweep's parent run as `finetune_acc_scratch` and `finetune_acc_fewshot_scratch`, beside
+`best_finetune_acc`; the report shows them next to every trial's accuracies. A resumed sweep whose parent run
+has them already does not compute them again.
+"""
+from __future__ import annotations
+
+import time
+
+from trainer.config import config_from_params
+from trainer.data import FinetuneData
+from trainer.finetune import scratch_metrics
+
+
+def best_finetuned(results):
+    """The Tune result with the lowest val_ppl among the non-diverged trials that were fine-tuned, or None."""
+    finetuned = [r for r in results if r.metrics and "finetune_acc" in r.metrics and "val_ppl" in r.metrics
+                 and not r.metrics.get("diverged")]
+    return min(finetuned, key=lambda r: r.metrics["val_ppl"], default=None)
+
+
+def log_scratch_baseline(tracking_uri: str, experiment: str, sweep_path: str, results, vocab_size: int,
+                         finetune_data: FinetuneData | None) -> dict[str, float] | None:
+    """Compute the scratch baseline for the best fine-tuned trial and log it to the parent run (step 0), through
+    the sweep's journal like every other write (sweeps.journal): a tracking outage loses it no more than them."""
+    from sweeps.journal import Journal, Outbox, is_unreachable, journal_folder
+    from sweeps.mlflow_writer import MlflowWriter
+    from sweeps.tracking import end_wait_s
+
+    best = best_finetuned(results) if finetune_data is not None else None
+    if best is None:
+        return None
+    writer = MlflowWriter(tracking_uri, experiment, sweep_path)
+    try:
+        parent = writer._parent()
+        if parent is not None and "finetune_acc_scratch" in writer.client.get_run(parent).data.metrics:
+            return None  # a resumed sweep: measured already
+    except Exception as error:  # the server is down: measure it anyway, the journal keeps it
+        if not is_unreachable(error):
+            raise
+    print("fine-tuning a never-pretrained model of the best trial's shape (does pretraining help?)", flush=True)
+    started = time.perf_counter()
+    metrics = scratch_metrics(config_from_params(best.config), vocab_size, finetune_data)
+    outbox = Outbox(Journal(journal_folder(sweep_path)), writer, tracking_uri)
+    outbox.send({"op": "parent_metrics", "metrics": {k: float(v) for k, v in metrics.items()}})
+    outbox.drain(end_wait_s())
+    print(f"from scratch ({time.perf_counter() - started:.0f}s): " + ", ".join(
+        f"{k}={v:.3f} (pretrained: {best.metrics.get(k.removesuffix('_scratch'), float('nan')):.3f})"
+        for k, v in metrics.items()), flush=True)
+    return metrics
