@@ -43,7 +43,7 @@ echo "benchmark exit $?"
 cat "$OUT/gpu.json"; tail -5 "$OUT/gpu_stderr.txt"
 
 echo "== CUDA tests ($(($(date +%s) - started)) s)"
-timeout 200 "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_gpu.py tests/test_gpu_sweeps.py \
+timeout 180 "$PY" -m pytest -q -p no:cacheprovider --durations=5 tests/test_gpu.py tests/test_gpu_sweeps.py \
   2>&1 | tee "$OUT/tests.txt"
-timeout 60 "$PY" -m pytest -q -p no:cacheprovider tests/test_cli.py -k "device or gpus" 2>&1 | tee -a "$OUT/tests.txt"
+timeout 50 "$PY" -m pytest -q -p no:cacheprovider tests/test_cli.py -k "device or gpus" 2>&1 | tee -a "$OUT/tests.txt"
 echo "== done in $(($(date +%s) - started)) s"
