@@ -186,7 +186,7 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     if stop.signum is not None:
         _print_resume(plan, stop.signum, time.perf_counter() - started)
         return 128 + stop.signum
-    _print_summary(plan, results, time.perf_counter() - started, prepared)
+    _print_summary(plan, results, time.perf_counter() - started, prepared, sweep_path)
     return 0
 
 
@@ -203,7 +203,7 @@ def _sweep_params(plan: SweepPlan) -> dict[str, object]:
             "sweep.gpus_per_trial": plan.gpus_per_trial, "sweep.grace_steps": plan.grace_steps}
 
 
-def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float) -> None:
+def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float, sweep_path: str) -> None:
     finished = [r for r in results if r.metrics and "val_ppl" in r.metrics and not r.metrics.get("diverged")]
     print(f"\nsweep finished in {wall_s:.0f}s ({prepared_s:.1f}s preparing data): {len(results)} trials, "
           f"{len(results.errors)} errors")
@@ -214,5 +214,11 @@ def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float) -
         extra = "".join(f", {k}={best.metrics[k]:.3f}" for k in ("finetune_acc", "finetune_acc_fewshot")
                         if k in best.metrics)
         print(f"best trial: {chosen}: val_ppl={best.metrics['val_ppl']:.1f}{extra}")
-    print(f"MLflow: {plan.tracking_uri}  (browse: mlflow ui --backend-store-uri {plan.tracking_uri} "
-          f"--host 127.0.0.1 --workers 1)\nTune results: {results.experiment_path}")
+    from sweeps.mlflow_view import sweep_urls
+
+    urls = sweep_urls(plan.tracking_uri, plan.experiment, sweep_path)
+    print(f"MLflow: {plan.tracking_uri}  (browse: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
+          f"--backend-store-uri {plan.tracking_uri} --host 127.0.0.1 --workers 1)")
+    if urls:
+        print(f"  the sweeps (+ on a row shows its trials): {urls[0]}\n  this sweep's page: {urls[1]}")
+    print(f"Tune results: {results.experiment_path}")

@@ -22,6 +22,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from sweeps import mlflow_view
 from trainer.config import config_from_params, flatten
 
 METRICS = ("train_loss", "val_loss", "val_ppl", "val_acc", "lr", "tokens_per_s", "eval_s", "finetune_acc",
@@ -32,12 +33,15 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     """Create the experiment from the driver before anything else touches a fresh database (schema race)."""
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
+    if experiment is not None:  # made before it had a kind and a description: add them (never overwrite)
+        for key, value in mlflow_view.experiment_tags(name).items():
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     artifacts = None
     if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the database, not in the trial's cwd
         artifacts = (Path(tracking_uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+    return client.create_experiment(name, artifact_location=artifacts, tags=mlflow_view.experiment_tags(name))
 
 
 def trial_outcome(trial) -> tuple[str, str]:
@@ -83,11 +87,12 @@ class MLflowTracking(tune.Callback):
         self._ended: set[str] = set()  # trial ids completed, pruned or errored in this driver
         self._logged_step: dict[str, int] = {}  # trial id → last step logged (a restarted trial replays steps)
         self._start_step: dict[str, int] = {}
+        self._names: set[str] = set()  # the trial run names of this sweep, kept unique
 
     # The client is made lazily and not pickled: Tune pickles callbacks into the experiment state.
     def __getstate__(self):
         return {**self.__dict__, "_client": None, "_children": {}, "_ended": set(), "_logged_step": {},
-                "_start_step": {}, "parent_run_id": None}
+                "_start_step": {}, "_names": set(), "parent_run_id": None}
 
     @property
     def client(self) -> MlflowClient:
@@ -101,9 +106,11 @@ class MLflowTracking(tune.Callback):
         self.parent_run_id = find_sweep_run(self.client, self.experiment_id, self.sweep_path)
         if self.parent_run_id is not None:  # a resumed sweep: the same parent, running again
             self.client.update_run(self.parent_run_id, status="RUNNING")
+            self._names = mlflow_view.trial_names(self.client, self.experiment_id, self.parent_run_id)
         else:
             run = self.client.create_run(
-                self.experiment_id, run_name=f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                self.experiment_id, run_name=mlflow_view.sweep_run_name(self.experiment, time.time(),
+                                                                        self.total_trials),
                 tags={"gptsweep.sweep_path": self.sweep_path, "gptsweep.role": "sweep",
                       "gptsweep.sweep_key": sweep_key(self.sweep_path), "gptsweep.searched": ",".join(self.searched)})
             self.parent_run_id = run.info.run_id
@@ -123,7 +130,9 @@ class MLflowTracking(tune.Callback):
             history = self.client.get_metric_history(run_id, "train_loss")
             self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
         else:
-            run_id = self.client.create_run(self.experiment_id, run_name=str(trial), tags={
+            name = mlflow_view.trial_run_name(trial.config, self.searched, self._names)
+            self._names.add(name)
+            run_id = self.client.create_run(self.experiment_id, run_name=name, tags={
                 "mlflow.parentRunId": self.parent_run_id, "gptsweep.trial_id": trial.trial_id,
                 "gptsweep.role": "trial", "gptsweep.outcome": "running"}).info.run_id
             self._log_metrics(run_id, self.corpus_metrics, step=0)
@@ -233,6 +242,7 @@ class MLflowTracking(tune.Callback):
             self._log_metrics(self.parent_run_id, {f"best_{k}": best.last_result[k] for k in
                                                    ("val_ppl", "val_loss", "finetune_acc", "finetune_acc_fewshot")
                                                    if k in best.last_result}, step=0)
+        mlflow_view.describe_sweep(self.client, self.parent_run_id)  # name, note and trial counts from MLflow
         self.client.set_terminated(self.parent_run_id, status)
 
 
