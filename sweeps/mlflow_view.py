@@ -114,13 +114,11 @@ def parent_note(sweep: dict, trials: list[dict], report_files: list[str], rows: 
     table rows (the best first; default all)."""
     ranked = sorted(trials, key=lambda t: (t.get("outcome") in ("diverged", "error"),
                                            t.get("val_ppl", math.inf), t["name"]))
-    counts = {}
+    counts: dict[str, int] = {}
     for trial in trials:
         counts[trial.get("outcome", "?")] = counts.get(trial.get("outcome", "?"), 0) + 1
     link = lambda t: f"[{t['name']}](#{run_path(sweep['experiment_id'], t['run_id'])}?{MODEL_TRAINING_QUERY})"
-    lines = [f"**Sweep of {', '.join(f'`{k}`' for k in sweep['searched']) or 'nothing'}**: {sweep['search']} search, "
-             f"{sweep['scheduler']} scheduler; {len(trials)} trials "
-             f"({', '.join(f'{n} {o}' for o, n in sorted(counts.items())) or 'none yet'}).", ""]
+    lines = []  # the best trial and the table first: the run page shows the description's first lines
     best = next((t for t in ranked if t.get("outcome") not in ("diverged", "error") and "val_ppl" in t), None)
     if best is not None:
         results = ", ".join(f"{k} {_cell(best[k])}" for k in TABLE_METRICS if k in best)
@@ -130,8 +128,12 @@ def parent_note(sweep: dict, trials: list[dict], report_files: list[str], rows: 
     lines += [f"| {link(t)} | {t.get('outcome', '?')} | " + " | ".join(_cell(t.get(k)) for k in metrics) + " |"
               for t in ranked[:rows]]
     if len(ranked) > len(ranked[:rows]):
-        lines.append(f"\n... and {len(ranked) - len(ranked[:rows])} more trials (the report lists them all).")
-    return "\n".join(lines + ["", report_section(sweep, report_files)]) + "\n"
+        lines += ["", f"... and {len(ranked) - len(ranked[:rows])} more trials (the report lists them all)."]
+    searched = ", ".join(f"`{k}`" for k in sweep["searched"]) or "nothing"
+    outcomes = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "none yet"
+    lines += ["", f"**Sweep of {searched}**: {sweep['search']} search, {sweep['scheduler']} scheduler; "
+                  f"{len(trials)} trials ({outcomes}).", "", report_section(sweep, report_files)]
+    return "\n".join(lines) + "\n"
 
 
 def report_section(sweep: dict, report_files: list[str]) -> str:
