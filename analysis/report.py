@@ -3,7 +3,8 @@
     python -m analysis.report --experiment lr_warmup [--mlflow-uri URI] [--run PARENT_RUN_ID] [--out DIR]
 
 Defaults: the latest sweep (parent run, tag gptsweep.role=sweep) of the experiment, the sweeps' own default
-store sqlite:///<cwd>/mlflow.db, and reports/<experiment>/<parent run name>/ as the output folder.
+store sqlite:///<cwd>/mlflow.db, and reports/<experiment>/<the sweep's Tune folder name>/ as the output folder
+(e.g. reports/lr_warmup/lr_warmup_20261202-035300/).
 """
 from __future__ import annotations
 
@@ -200,6 +201,9 @@ def log_to_parent(uri: str, run_id: str, files: list[Path]) -> None:
     client = MlflowClient(uri)
     for path in files:
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
+    from sweeps.mlflow_view import describe_sweep
+
+    describe_sweep(client, run_id)  # the run's description now links the report's files
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -207,7 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--experiment", required=True, help="MLflow experiment (a sweep's --experiment)")
     parser.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
     parser.add_argument("--run", default=None, help="parent run id of the sweep (default: the latest sweep)")
-    parser.add_argument("--out", default=None, help="output folder (default: reports/<experiment>/<run name>)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: reports/<experiment>/<the sweep's Tune folder name>)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
     return parser.parse_args(argv)
 
@@ -224,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per trial's config.json
     uri = args.mlflow_uri or default_tracking_uri()
     sweep = fetch_sweep(uri, args.experiment, args.run)
-    out = Path(args.out or Path("reports") / args.experiment / sweep.run_name).resolve()
+    # The Tune folder's name (lr_warmup_20261202-035300): the run's own name has spaces and changes on --resume.
+    folder = Path(sweep.tags.get("gptsweep.sweep_path", "")).name or sweep.run_id
+    out = Path(args.out or Path("reports") / args.experiment / folder).resolve()
     text, written = build_report(sweep, out)
     (out / "report.md").write_text(text, encoding="utf-8")
     if not args.no_log:

@@ -184,7 +184,7 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     from sweeps.baseline import log_scratch_baseline
 
     log_scratch_baseline(plan.tracking_uri, plan.experiment, sweep_path, results, corpus.vocab_size, finetune_data)
-    _print_summary(plan, results, time.perf_counter() - started, prepared)
+    _print_summary(plan, results, time.perf_counter() - started, prepared, sweep_path)
     if not any(r.error is None and r.metrics for r in results):  # diverged trials are results; errors are not
         first = next((r.error for r in results if r.error is not None), None)
         reason = f"{type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''}" if first else "none ran"
@@ -264,7 +264,7 @@ def _sweep_params(plan: SweepPlan) -> dict[str, object]:
             "sweep.time_attr": plan.time_attr}
 
 
-def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float) -> None:
+def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float, sweep_path: str) -> None:
     finished = [r for r in results if r.metrics and counts_for_best(
         outcome_of(r.metrics, config_from_params(r.config).train.max_steps), r.metrics.get("val_ppl"))]
     print(f"\nsweep finished in {wall_s:.0f}s ({prepared_s:.1f}s preparing data): {len(results)} trials, "
@@ -276,5 +276,11 @@ def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float) -
         extra = "".join(f", {k}={best.metrics[k]:.3f}" for k in ("finetune_acc", "finetune_acc_fewshot")
                         if k in best.metrics)
         print(f"best trial: {chosen}: val_ppl={best.metrics['val_ppl']:.1f}{extra}")
-    print(f"MLflow: {plan.tracking_uri}  (browse: mlflow ui --backend-store-uri {plan.tracking_uri} "
-          f"--host 127.0.0.1 --workers 1)\nTune results: {results.experiment_path}")
+    from sweeps.mlflow_writer import sweep_urls
+
+    urls = sweep_urls(plan.tracking_uri, plan.experiment, sweep_path)
+    print(f"MLflow: {plan.tracking_uri}  (browse: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
+          f"--backend-store-uri {plan.tracking_uri} --host 127.0.0.1 --workers 1)")
+    if urls:
+        print(f"  the sweeps (+ on a row shows its trials): {urls[0]}\n  this sweep's page: {urls[1]}")
+    print(f"Tune results: {results.experiment_path}")

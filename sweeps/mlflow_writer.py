@@ -17,6 +17,7 @@ import time
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from sweeps import mlflow_view
 from trainer import results as R
 
 STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.ERROR: "FAILED",
@@ -26,11 +27,14 @@ STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.E
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """Create the experiment from the driver before anything else touches a fresh database (schema race)."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
+    if experiment is not None:  # made before it had a kind and a description: add them (never overwrite)
+        for key, value in mlflow_view.experiment_tags(name).items():
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     database = R.sqlite_path(client.tracking_uri)  # keep artifacts beside the database, not in the trial's cwd
     artifacts = (database.parent / "mlartifacts").as_uri() if database is not None else None
-    return client.create_experiment(name, artifact_location=artifacts)
+    return client.create_experiment(name, artifact_location=artifacts, tags=mlflow_view.experiment_tags(name))
 
 
 def sweep_key(sweep_path: str) -> str:
@@ -44,6 +48,22 @@ def find_sweep_run(client: MlflowClient, experiment_id: str, sweep_path: str) ->
     return found[0].info.run_id if found else None
 
 
+def sweep_urls(tracking_uri: str, experiment: str, sweep_path: str) -> tuple[str, str] | None:
+    """The URLs of the experiment's sweep view and of the sweep's parent run in `mlflow ui` (the tracking server
+    itself for an http(s) URI); None if MLflow has no such sweep."""
+    database = R.sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():
+        return None  # nothing was written there (and a client would create an empty database)
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    run_id = found and find_sweep_run(client, found.experiment_id, sweep_path)
+    if not run_id:
+        return None
+    address = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else mlflow_view.UI_ADDRESS
+    return (mlflow_view.ui_url(found.experiment_id, address=address),
+            mlflow_view.ui_url(found.experiment_id, run_id, address))
+
+
 class MlflowWriter:
     """The MLflow side of one sweep; `apply(op)` for each journal line, in order."""
 
@@ -55,6 +75,7 @@ class MlflowWriter:
         self._children: dict[str, str] = {}  # trial id → run id
         self._logged_step: dict[str, int] = {}  # trial id → last step logged (a restarted trial replays steps)
         self._start_step: dict[str, int] = {}
+        self._names: set[str] | None = None  # trial run names of this sweep (read from MLflow once), kept unique
 
     @property
     def client(self) -> MlflowClient:
@@ -107,9 +128,13 @@ class MlflowWriter:
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, R.OUTCOME, R.RUNNING)
         else:
-            run_id = self.client.create_run(self._experiment(), run_name=op["run_name"], tags={
+            if self._names is None:
+                self._names = mlflow_view.trial_names(self.client, self._experiment(), self._parent())
+            name = mlflow_view.unique_name(op["run_name"], self._names)
+            run_id = self.client.create_run(self._experiment(), run_name=name, tags={
                 R.PARENT_RUN_ID: self._parent(), R.TRIAL_ID: trial_id, R.ROLE: R.ROLE_TRIAL,
                 R.OUTCOME: R.RUNNING}).info.run_id
+            self._names.add(name)
             self._children[trial_id] = run_id
             self._log_metrics(run_id, op["corpus_metrics"], step=0)
         self._log_params_once(run_id, op["params"])
@@ -154,6 +179,7 @@ class MlflowWriter:
             for key, value in op["best"]["tags"].items():
                 self.client.set_tag(self._parent(), key, value)
             self._log_metrics(self._parent(), op["best"]["metrics"], step=0)
+        mlflow_view.describe_sweep(self.client, self._parent())  # name, note and trial counts from MLflow
         self.client.set_terminated(self._parent(), op["status"])
 
     # --- writing -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import time
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from sweeps import mlflow_view
 from sweeps.journal import Journal, Outbox, journal_folder
 from sweeps.mlflow_writer import MlflowWriter, find_sweep_run
 from trainer import results as R
@@ -77,14 +78,15 @@ class MLflowTracking(tune.Callback):
         self._outbox = Outbox(Journal(journal_folder(self.sweep_path)), writer, self.tracking_uri)
         self._outbox.send({"op": "sweep", "tracking_uri": self.tracking_uri, "experiment": self.experiment,
                            "sweep_path": self.sweep_path,
-                           "run_name": f"{self.experiment}-{time.strftime('%Y%m%d-%H%M%S')}",
+                           "run_name": mlflow_view.sweep_run_name(self.experiment, time.time(), self.total_trials),
                            "searched": self.searched, "params": _strings(self.sweep_params),
                            "corpus_metrics": _numbers(self.corpus_metrics)})
 
     def _start(self, trial) -> None:
         if trial.trial_id not in self._started:
             self._started.add(trial.trial_id)
-            self._outbox.send({"op": "trial", "trial_id": trial.trial_id, "run_name": str(trial),
+            name = mlflow_view.trial_run_name(trial.config, self.searched, set())  # made unique by the writer
+            self._outbox.send({"op": "trial", "trial_id": trial.trial_id, "run_name": name,
                                "params": _strings(trial.config), "corpus_metrics": _numbers(self.corpus_metrics)})
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:

@@ -222,7 +222,8 @@ def test_tiny_sweep_then_report(tmp_path, tiny_corpus, monkeypatch, capsys, fini
     client = MlflowClient(uri)
     parent = client.search_runs([client.get_experiment_by_name("lr_warmup").experiment_id],
                                 "tags.`gptsweep.role` = 'sweep'")[0]
-    report = tmp_path / "reports" / "lr_warmup" / parent.info.run_name / "report.md"
+    folder = parent.data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]  # lr_warmup_<date>-<time>, no spaces
+    report = tmp_path / "reports" / "lr_warmup" / folder / "report.md"
     text = report.read_text()
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 3 and all(c.data.tags["gptsweep.trial_id"] in text for c in children)
