@@ -198,7 +198,7 @@ def _tuner(plan: SweepPlan, trainable, floors: dict):
     """(Tuner, the sweep's identity path): a new sweep, the latest one restored, or a finished one grown."""
     from ray import tune
 
-    from sweeps.grow import mark_part, plan_growth
+    from sweeps.grow import mark_part, origin_of, plan_growth
 
     if plan.resume_path is None:
         name = f"{plan.experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
@@ -208,7 +208,7 @@ def _tuner(plan: SweepPlan, trainable, floors: dict):
     if growth is None:
         print(f"resuming {plan.resume_path}", flush=True)
         tuner = tune.Tuner.restore(str(plan.resume_path), trainable, resume_unfinished=True, resume_errored=True)
-        return tuner, str(plan.resume_path)
+        return tuner, str(origin_of(plan.resume_path))  # a grown sweep's later part is still the first's sweep
     print(f"growing {growth.origin} from {growth.trials} to {plan.grow_to} trials in {growth.folder}", flush=True)
     mark_part(growth)
     # A new seed for the new part: the same one would propose the first part's random points again.

@@ -18,6 +18,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from sweeps import mlflow_view
+from sweeps.journal import is_unreachable
 from trainer import results as R
 
 STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.ERROR: "FAILED",
@@ -55,8 +56,13 @@ def sweep_urls(tracking_uri: str, experiment: str, sweep_path: str) -> tuple[str
     if database is not None and not database.is_file():
         return None  # nothing was written there (and a client would create an empty database)
     client = MlflowClient(tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    run_id = found and find_sweep_run(client, found.experiment_id, sweep_path)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        run_id = found and find_sweep_run(client, found.experiment_id, sweep_path)
+    except Exception as error:  # a tracking server that is down: the summary says where the journal waits
+        if not is_unreachable(error):
+            raise
+        return None
     if not run_id:
         return None
     address = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else mlflow_view.UI_ADDRESS

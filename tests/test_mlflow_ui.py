@@ -154,6 +154,13 @@ def _save_small(png: Path, out: Path, bottom: int) -> None:
         small.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
 
 
+def _switch_to_the_new_tab(browser, tabs: set) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, WAIT_S).until(lambda d: set(d.window_handles) - tabs, "the link opened no tab")
+    browser.switch_to.window((set(browser.window_handles) - tabs).pop())
+
+
 def test_sweep_reads_at_a_glance_in_the_mlflow_ui(ui, browser, tmp_path):
     client: MlflowClient = ui["client"]
     experiment_id = client.get_experiment_by_name("ui").experiment_id
@@ -202,10 +209,7 @@ def test_sweep_reads_at_a_glance_in_the_mlflow_ui(ui, browser, tmp_path):
     # 4. The best trial, reached through its link in the description: its val_loss curve.
     tabs = set(browser.window_handles)
     _wait(browser, "strong a", trials[0].info.run_name).click()  # MLflow opens a description's links in a new tab
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(browser, WAIT_S).until(lambda d: set(d.window_handles) - tabs, "the trial's link opened no tab")
-    browser.switch_to.window((set(browser.window_handles) - tabs).pop())
+    _switch_to_the_new_tab(browser, tabs)
     _wait(browser, "h2, h1, span", trials[0].info.run_name)
     _wait_xpath(browser, "//*[normalize-space(text())='Model metrics']").click()  # the run page's tab
     _wait(browser, 'input[placeholder="Search metric charts"]').send_keys("val_loss")
