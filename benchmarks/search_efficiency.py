@@ -1,4 +1,4 @@
-"""python -m benchmarks.search_efficiency [--steps 128] [--trials 8] [--seeds 3] [--slots 2] [--json]
+"""python -m benchmarks.search_efficiency [--steps 128] [--trials 7] [--seeds 3] [--slots 2] [--json]
 
 How good an answer each search gets for its compute, on one small real objective: the lr × warmup question of
 sweeps/lr_warmup.py on wikitext-2 (the shared test split: 54 articles train, 6 held out) with a byte-level BPE
@@ -48,7 +48,7 @@ def best_completed(run: SweepRun, steps: int) -> float:
     return min(finals) if finals else float("inf")
 
 
-def measure(steps: int = 128, trials: int = 8, seeds: int = 3, slots: int = 2, echo: bool = False) -> dict:
+def measure(steps: int = 128, trials: int = 7, seeds: int = 3, slots: int = 2, echo: bool = False) -> dict:
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="search_efficiency_"))
@@ -79,7 +79,7 @@ def measure(steps: int = 128, trials: int = 8, seeds: int = 3, slots: int = 2, e
 def main(argv: list[str] | None = None) -> dict:
     parser = sweep_benchmark_parser("python -m benchmarks.search_efficiency")
     parser.add_argument("--steps", type=int, default=128, help="full budget per trial (train.max_steps)")
-    parser.add_argument("--trials", type=int, default=8, help="trials per searched sweep")
+    parser.add_argument("--trials", type=int, default=7, help="trials per searched sweep")
     parser.add_argument("--seeds", type=int, default=3, help="searcher seeds per method")
     args = parser.parse_args(argv)
     return emit(measure(args.steps, args.trials, args.seeds, args.slots, echo=not args.json), args.json)

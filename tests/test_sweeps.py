@@ -181,15 +181,22 @@ def test_optuna_hears_the_truth_and_keeps_its_study_beside_mlflow(optuna_sweep):
 
 
 def test_the_report_reads_importance_from_the_sweeps_own_study(optuna_sweep):
+    import optuna
+
     from analysis.importance import param_importances
     from analysis.runs import fetch_sweep
 
     sweep = fetch_sweep(f"sqlite:///{optuna_sweep / 'mlflow.db'}", "optuna4")
-    assert sweep.study is not None and len(sweep.study.trials) == 4
-    result = param_importances(sweep.trials, sweep.searched, study=sweep.study)
-    completed = sum(t.state.name == "COMPLETE" for t in sweep.study.trials)
-    if completed >= 2:
-        assert "own Optuna study" in result.note and set(result.values) == {"optim.lr", "optim.warmup_steps"}
+    assert sweep.study is not None and len(sweep.study.trials) == 4  # the searcher's own study, found again
+    study = optuna.create_study()  # one whose completed trials vary both keys: importance must come from it
+    for lr, warmup, value in ((1e-3, 0, 5.0), (3e-3, 2, 4.0), (1e-4, 1, 6.0), (2e-3, 3, 4.5)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"optim.lr": lr, "optim.warmup_steps": warmup}, value=value,
+            distributions={"optim.lr": optuna.distributions.FloatDistribution(1e-4, 3e-3, log=True),
+                           "optim.warmup_steps": optuna.distributions.IntDistribution(0, 3)}))
+    result = param_importances(sweep.trials, sweep.searched, study=study)
+    assert "own Optuna study (4 completed trials" in result.note
+    assert set(result.values) == {"optim.lr", "optim.warmup_steps"}
 
 
 def test_grid_repeats_are_repeats_with_their_own_seeds(inputs):
