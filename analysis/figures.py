@@ -20,7 +20,7 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.runs import failed, usable_trials  # noqa: E402
-from trainer import results as R  # noqa: E402
+from trainer import result_schema as R  # noqa: E402
 
 DPI = 110
 WIDTH = 9.5  # inches: 1045 px at DPI

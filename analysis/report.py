@@ -18,10 +18,10 @@ import pandas as pd
 
 from analysis import figures, tables
 from analysis.importance import param_importances
-from analysis.lr_transfer import transfer_section
+from analysis.transfer_fit import transfer_section
 from analysis.runs import FLOORS, SCRATCH, Sweep, best_trial, failed, fetch_sweep, usable_trials
 from trainer.cli import default_tracking_uri, exits_cleanly_on_bad_input
-from trainer.privacy import disable_telemetry
+from trainer.telemetry import disable_telemetry
 
 ARTIFACT_DIR = "report"
 
@@ -168,7 +168,7 @@ def build_report(sweep: Sweep, out: Path) -> tuple[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     best = best_trial(sweep.trials)
-    # "preset" is how sweeps made before trainer.results named it
+    # "preset" is how sweeps made before trainer.result_schema named it
     fixed = ", ".join(f"{k.removeprefix('sweep.')}={sweep.params[k]}" for k in
                       ("sweep.preset", "preset", "data.source", "data.tokenizer", "train.seed") if k in sweep.params)
     head = [f"# Sweep report: {sweep.run_name}", "",
@@ -201,7 +201,7 @@ def log_to_parent(uri: str, run_id: str, files: list[Path]) -> None:
     client = MlflowClient(uri)
     for path in files:
         client.log_artifact(run_id, str(path), ARTIFACT_DIR)
-    from sweeps.mlflow_view import describe_sweep
+    from sweeps.engine.tracking.run_page import describe_sweep
 
     describe_sweep(client, run_id)  # the run's description now links the report's files
 

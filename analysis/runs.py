@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainer import results as R
+from trainer import result_schema as R
 from trainer.config import ConfigError, build_config, flatten
 
 FLOORS = ("floor_uniform", "floor_unigram", "floor_bigram")
@@ -74,7 +74,7 @@ def _number(text):
 
 
 def find_parent(client, experiment: str, run_id: str | None):
-    """The sweep's parent run: `run_id`, else the latest run tagged gptsweep.role=sweep (trainer.results)."""
+    """The sweep's parent run: `run_id`, else the latest run tagged gptsweep.role=sweep (trainer.result_schema)."""
     from mlflow.exceptions import MlflowException
 
     exp = client.get_experiment_by_name(experiment)
@@ -197,7 +197,7 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
 
 
 def load_study(tracking_uri: str, sweep_path: str):
-    """The Optuna study the sweep's searcher kept (trainer.results.study_location), or None."""
+    """The Optuna study the sweep's searcher kept (trainer.result_schema.study_location), or None."""
     import optuna
 
     location = R.study_location(tracking_uri, sweep_path) if sweep_path else None
@@ -221,13 +221,13 @@ def failed(trials: pd.DataFrame) -> pd.Series:
 
 
 def best_trial(trials: pd.DataFrame) -> pd.Series | None:
-    """The completed trial with the lowest final val_ppl (trainer.results.counts_for_best)."""
+    """The completed trial with the lowest final val_ppl (trainer.result_schema.counts_for_best)."""
     ok = trials[[R.counts_for_best(o, v) for o, v in zip(trials.outcome, trials.final_val_ppl)]]
     return None if ok.empty else ok.loc[ok.final_val_ppl.idxmin()]
 
 
 def sweep_preset(sweep: Sweep) -> str:
-    """The sweep's preset: param sweep.preset (sweeps made before trainer.results named it "preset")."""
+    """The sweep's preset: param sweep.preset (sweeps made before trainer.result_schema named it "preset")."""
     return str(sweep.params.get("sweep.preset") or sweep.params.get("preset", "cpu"))
 
 

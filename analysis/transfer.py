@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from analysis.lr_transfer import optimal_lrs, power_law, predict, transfer_table
+from analysis.transfer_fit import optimal_lrs, power_law, predict, transfer_table
 from analysis.runs import changed_settings, fetch_sweep, sweep_preset
 from trainer.cli import ArgumentParser, default_tracking_uri, exits_cleanly_on_bad_input
 from trainer.config import ConfigError, build_config

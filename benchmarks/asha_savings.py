@@ -56,7 +56,7 @@ def measure(steps: int = 256, vocab: int = 2048, slots: int = 2, echo: bool = Fa
     """The grid at full budget (FIFO) and under ASHA, then ASHA replayed on the grid's curves."""
     import ray
 
-    from sweeps.plan import REDUCTION_FACTOR, grace_steps
+    from sweeps.engine.plan import REDUCTION_FACTOR, grace_steps
 
     work = Path(tempfile.mkdtemp(prefix="asha_savings_"))
     offline(work / "cache")

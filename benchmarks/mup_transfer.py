@@ -20,7 +20,7 @@ import time
 
 import pandas as pd
 
-from analysis import lr_transfer
+from analysis import transfer_fit as lr_transfer
 
 # Sized for ≤ 15 min on 2 shared CPU cores: 48 runs of 200 steps × 16 × 32 tokens, 2 layers, a 512-token BPE.
 DEFAULT_WIDTHS = (16, 32, 64, 128)

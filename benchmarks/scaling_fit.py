@@ -69,7 +69,7 @@ def train_grid(steps: tuple[int, ...], workers: int) -> tuple[list[dict[str, flo
 
 
 def evaluate_fit(runs: list[dict[str, float]], holdout: int, bootstraps: int, seed: int = 0) -> dict:
-    from analysis.scaling_fit import bootstrap, family_flops_per_token, fit_law, interval, optimal_allocation
+    from analysis.scaling_law_fit import bootstrap, family_flops_per_token, fit_law, interval, optimal_allocation
 
     n, d, loss, flops = (np.array([r[k] for r in runs]) for k in ("n_params_non_embedding", "tokens", "val_loss",
                                                                      "flops"))
@@ -101,7 +101,7 @@ def measure(steps: tuple[int, ...] = (150, 300, 600), holdout: int = 3, bootstra
     result = evaluate_fit(runs, holdout, bootstraps)
     fit, predictions = result["fit"], result["predictions"]
     if figure:
-        from analysis import scaling_figures
+        from analysis import scaling_law_figures as scaling_figures
 
         flops = np.array([r["flops"] for r in runs])
         scaling_figures.save(scaling_figures.frontier(

@@ -59,7 +59,7 @@ def calibrate_step_seconds(argv_data: dict) -> float:
 
 def _grid(lrs: tuple, n_steps: int):
     """A fixed grid of learning rates, warmup a tenth of the run."""
-    from sweeps.plan import Dim
+    from sweeps.engine.plan import Dim
 
     return lambda _cfg: {"optim.lr": Dim(None, grid=lrs), "optim.warmup_steps": Dim(None, grid=(n_steps // 10,))}
 

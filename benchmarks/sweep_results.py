@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from trainer import results as R
+from trainer import result_schema as R
 
 @dataclass
 class Trial:
@@ -59,7 +59,7 @@ class _Tee(io.TextIOBase):
 def run_sweep_captured(name: str, space, argv: list[str], tracking_uri: str, experiment: str,
                        tokens_per_step: int, echo: bool) -> SweepRun:
     """run_sweep (grid search by default) with its console captured; then its trials, as MLflow recorded them."""
-    from sweeps.launch import run_sweep
+    from sweeps.engine.launch import run_sweep
 
     captured = io.StringIO()
     started_epoch, started = time.time(), time.perf_counter()

@@ -12,8 +12,8 @@ import sys
 
 from ray import tune
 
-from sweeps.launch import run_sweep
-from sweeps.plan import Dim
+from sweeps.engine.launch import run_sweep
+from sweeps.engine.plan import Dim
 from trainer.config import RunConfig
 
 

@@ -1,6 +1,6 @@
 """From a sweep to a scaling law: every model size × every token budget, each run its own full schedule.
 
-    python sweeps/scaling.py --tokenizer bpe:1024            # then: python -m analysis.scaling --experiment scaling
+    python sweeps/scaling.py --tokenizer bpe:1024            # then: python -m analysis.scaling_law --experiment scaling
 
 A grid (no early stopping: every run must reach its own end) over model sizes (width × depth, 5 sizes spanning
 31× non-embedding parameters) × token budgets (train.max_steps: a half, one and two times the
@@ -15,8 +15,8 @@ import sys
 
 from ray import tune
 
-from sweeps.launch import run_sweep
-from sweeps.plan import Dim
+from sweeps.engine.launch import run_sweep
+from sweeps.engine.plan import Dim
 from trainer.config import RunConfig
 from trainer.sizes import budget_params, size_params
 

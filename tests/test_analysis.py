@@ -211,7 +211,7 @@ def test_tiny_sweep_then_report(tmp_path, tiny_corpus, monkeypatch, capsys, fini
     from mlflow.tracking import MlflowClient
 
     from sweeps.lr_warmup import space
-    from sweeps.launch import run_sweep
+    from sweeps.engine.launch import run_sweep
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

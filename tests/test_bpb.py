@@ -88,7 +88,7 @@ def test_progress_reports_come_between_evals_only_and_carry_no_validation(smoke_
 def test_progress_results_do_not_reach_optuna():
     from ray import tune
 
-    from sweeps.search import optuna_search
+    from sweeps.engine.searcher import optuna_search
 
     searcher = optuna_search(seed=0, num_samples=4, storage_url=None, study_name="progress")
     searcher.set_search_properties("val_loss", "min", {"optim.lr": tune.loguniform(1e-4, 1e-2)})
@@ -101,7 +101,7 @@ def test_progress_results_do_not_reach_optuna():
 def test_time_left_counts_finished_trials_as_done():
     from types import SimpleNamespace as Trial
 
-    from sweeps.progress import time_left_line
+    from sweeps.engine.progress import time_left_line
 
     trials = [Trial(status="TERMINATED", last_result={"step": 25}), Trial(status="RUNNING", last_result={"step": 50})]
     assert time_left_line(trials, 3, 100, 60.0) == "elapsed 1m00s, about 1m00s left (50% of the trials' steps done)"

@@ -17,7 +17,7 @@ import torch
 def test_a_truncated_checkpoint_fails_naming_its_path(smoke_trainer, tmp_path):
     from ray import tune
 
-    from sweeps.trainable import load_checkpoint, save_checkpoint
+    from sweeps.engine.trainable import load_checkpoint, save_checkpoint
 
     trainer, folder = smoke_trainer(), tmp_path / "checkpoint"
     folder.mkdir()
@@ -33,7 +33,7 @@ def test_checkpoints_are_written_atomically_and_a_partial_file_is_never_loaded(s
                                                                                monkeypatch):
     from ray import tune
 
-    from sweeps.trainable import load_checkpoint, save_checkpoint
+    from sweeps.engine.trainable import load_checkpoint, save_checkpoint
 
     trainer, folder = smoke_trainer(), tmp_path / "checkpoint"
     folder.mkdir()
@@ -70,7 +70,7 @@ def _leaves(value):
 
 def checkpoint_at_step_8_then_die(smoke_trainer, settings: dict, folder: Path) -> Path:
     """A smoke run that checkpoints into `folder` at every eval and dies right after its step-8 checkpoint."""
-    from sweeps.trainable import save_checkpoint
+    from sweeps.engine.trainable import save_checkpoint
 
     folder.mkdir()
 
@@ -96,7 +96,7 @@ def test_a_checkpoint_loaded_as_a_cuda_run_loads_it_restores_and_continues_bit_f
     import numpy as np
     from ray import tune
 
-    from sweeps.trainable import load_checkpoint, load_state
+    from sweeps.engine.trainable import load_checkpoint, load_state
 
     settings = {"train.precision": "fp32", "model.dropout": 0.1}  # dropout: the RNG states must resume too
     straight = smoke_trainer(**settings)
@@ -135,7 +135,7 @@ class _RunsCode:
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_in_one_line_naming_it(smoke_trainer, tmp_path):
-    from sweeps.trainable import load_state
+    from sweeps.engine.trainable import load_state
 
     folder, marker = tmp_path / "checkpoint", tmp_path / "code-ran"
     folder.mkdir()

@@ -143,7 +143,7 @@ def test_offline_hub_names_fail_within_2_seconds_saying_how_to_use_local_files(i
     """In-process (the imports are paid already): the time the failure itself takes, for both CLIs and both
     ways of being offline: HF_HUB_OFFLINE=1, and a hub endpoint that refuses connections."""
     from sweeps.lr_warmup import space
-    from sweeps.launch import run_sweep
+    from sweeps.engine.launch import run_sweep
     from trainer.__main__ import main
 
     work = tmp_path / "work"

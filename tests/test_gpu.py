@@ -37,7 +37,7 @@ def test_auto_precision_follows_this_gpu_and_trains(smoke_trainer):
 def test_a_gpu_checkpoint_loads_to_the_cpu_and_restores_on_the_gpu(smoke_trainer, tmp_path):
     from ray import tune
 
-    from sweeps.trainable import load_checkpoint, load_state
+    from sweeps.engine.trainable import load_checkpoint, load_state
     from test_checkpoints import checkpoint_at_step_8_then_die
 
     settings = {**CUDA, "train.precision": "fp32", "model.dropout": 0.1}  # dropout draws from the CUDA RNG

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sweeps.launch import run_sweep
-from sweeps.plan import Dim
+from sweeps.engine.launch import run_sweep
+from sweeps.engine.plan import Dim
 from test_reliability import (_checkpoints, _interrupt_during_the_second_trial,
                               _start_sweep, kill_a_trial_worker, steps_of)
 from test_sweeps import inputs, runs_of, sweep_args  # noqa: F401  (inputs is a module fixture)
@@ -41,7 +41,7 @@ def _latest_checkpoint_per_trial(storage: Path, experiment: str) -> dict[Path, i
 
 def _cuda_rng_saved(storage: Path, experiment: str) -> bool:
     """Whether a trial's checkpoint carries CUDA RNG states: the trial process saw a GPU."""
-    from sweeps.trainable import load_state
+    from sweeps.engine.trainable import load_state
 
     return any(load_state(path)["rng"]["cuda"] for path in _checkpoints(storage, experiment)[:1])
 

@@ -24,11 +24,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from analysis.report import main as report_main
-from sweeps import mlflow_view
+from sweeps.engine.tracking import run_page as mlflow_view
 from sweeps.lr_warmup import space as lr_warmup_space
-from sweeps.launch import run_sweep
+from sweeps.engine.launch import run_sweep
 from test_sweeps import inputs, sweep_args  # noqa: F401  (the corpus fixture and flags of the sweep tests)
-from sweeps.mlflow_writer import ensure_experiment
+from sweeps.engine.tracking.writer import ensure_experiment
 
 pytestmark = pytest.mark.slow
 

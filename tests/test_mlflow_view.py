@@ -8,8 +8,8 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from sweeps import mlflow_view
-from sweeps.mlflow_writer import ensure_experiment
+from sweeps.engine.tracking import run_page as mlflow_view
+from sweeps.engine.tracking.writer import ensure_experiment
 
 SEARCHED = ["optim.lr", "optim.warmup_steps"]
 

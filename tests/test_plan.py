@@ -4,8 +4,8 @@
 """
 from __future__ import annotations
 
-from sweeps.plan import make_plan
-from sweeps.search import startup_trials
+from sweeps.engine.plan import make_plan
+from sweeps.engine.searcher import startup_trials
 
 
 def _plan(name: str, space, tiny_corpus, *extra: str):

@@ -21,10 +21,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import SWEEP
-from sweeps.launch import run_sweep
-from sweeps.plan import Dim
+from sweeps.engine.launch import run_sweep
+from sweeps.engine.plan import Dim
 from test_sweeps import inputs, runs_of, sweep_args  # noqa: F401  (inputs is a module fixture)
-from trainer.results import DIVERGED_LOSS
+from trainer.result_schema import DIVERGED_LOSS
 
 
 def steps_of(client: MlflowClient, run_id: str, key: str = "val_loss") -> list[int]:

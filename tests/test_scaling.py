@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from analysis.scaling_fit import (LawFit, bootstrap, check_fittable, family_flops_per_token, fit_law, interval,
+from analysis.scaling_law_fit import (LawFit, bootstrap, check_fittable, family_flops_per_token, fit_law, interval,
                                   optimal_allocation)
 from trainer.compute import ComputeLedger, flops_per_token
 from trainer.config import ConfigError, ModelConfig, build_config, config_from_params, flatten
@@ -139,14 +139,14 @@ def test_scaling_sweep_to_a_recommendation_through_mlflow(tmp_path, tiny_corpus)
              "--storage", str(tmp_path / "ray"), "--max-concurrent", "2"]
     done = subprocess.run(sweep, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = subprocess.run([sys.executable, "-m", "analysis.scaling", "--mlflow-uri", uri, "--bootstraps", "20",
+    report = subprocess.run([sys.executable, "-m", "analysis.scaling_law", "--mlflow-uri", uri, "--bootstraps", "20",
                              "--budget-flops", "1e12", "--out", str(tmp_path / "fig")],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
     assert "15 runs, 5 sizes × 3 token budgets" in report.stdout
     assert "python -m trainer --preset smoke" in report.stdout and "--set model.d_model=" in report.stdout
     assert all((tmp_path / "fig" / f).stat().st_size > 10_000 for f in ("isoflop.png", "surface.png", "frontier.png"))
-    refused = subprocess.run([sys.executable, "-m", "analysis.scaling", "--mlflow-uri", uri, "--budget-flops", "-1"],
+    refused = subprocess.run([sys.executable, "-m", "analysis.scaling_law", "--mlflow-uri", uri, "--budget-flops", "-1"],
                              cwd=REPO, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from trainer.privacy import TELEMETRY_OFF
+from trainer.telemetry import TELEMETRY_OFF
 
 # Starts Ray exactly as a local sweep does, reports what a worker sees, then waits for stdin to close.
 RAY_LIKE_A_SWEEP = """
 import json, os, sys, types
-import sweeps.launch as launch
+import sweeps.engine.launch as launch
 import ray
-from trainer.privacy import TELEMETRY_OFF
+from trainer.telemetry import TELEMETRY_OFF
 launch._start_ray(types.SimpleNamespace(address=None, gpus_per_trial=0))
 seen = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in TELEMETRY_OFF}).remote())
 print(json.dumps({"worker_env": seen, "gcs": ray.get_runtime_context().gcs_address}), flush=True)
@@ -80,7 +80,7 @@ def test_a_local_sweeps_ray_has_no_telemetry_and_refuses_clients_without_its_tok
 
 
 def test_telemetry_switches_respect_a_user_who_opts_in(monkeypatch):
-    from trainer.privacy import disable_telemetry
+    from trainer.telemetry import disable_telemetry
 
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
     for key in set(TELEMETRY_OFF) - {"MLFLOW_DISABLE_TELEMETRY"}:

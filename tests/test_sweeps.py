@@ -11,8 +11,8 @@ import ray
 from mlflow.tracking import MlflowClient
 
 from sweeps.lr_warmup import space as lr_warmup_space
-from sweeps.launch import run_sweep
-from sweeps.plan import Dim
+from sweeps.engine.launch import run_sweep
+from sweeps.engine.plan import Dim
 from conftest import make_tiny_documents
 
 pytestmark = pytest.mark.slow
@@ -161,7 +161,7 @@ def test_optuna_hears_the_truth_and_keeps_its_study_beside_mlflow(optuna_sweep):
     steps, completed ones COMPLETE with their final val_loss; the study is in optuna.db, named after the sweep."""
     import optuna
 
-    from sweeps.search import startup_trials
+    from sweeps.engine.searcher import startup_trials
 
     _, parents, children = runs_of(optuna_sweep, "optuna4")
     study_name = parents[0].data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]

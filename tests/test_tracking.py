@@ -24,7 +24,7 @@ class _Trial(SimpleNamespace):
 
 
 def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
-    from sweeps.tracking import MLflowTracking
+    from sweeps.engine.tracking.tune_events import MLflowTracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_path = str(tmp_path / "it's a \"sweep\"")  # quotes broke the parent's search filter
@@ -77,7 +77,7 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
 
 # --- the MLflow UI binds to 127.0.0.1 -------------------------------------------------------------------
 def test_every_mlflow_ui_command_binds_to_localhost(capsys):
-    from sweeps.launch import _print_summary
+    from sweeps.engine.launch import _print_summary
 
     plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", experiment="exp", dims={"optim.lr": None})
     _print_summary(plan, _NoResults(), wall_s=1.0, prepared_s=0.1, sweep_path="/tmp/x/ray_results/exp_1")

@@ -2,7 +2,7 @@
 127.0.0.1 is killed while a real 4-trial sweep runs, and MLflow ends up holding exactly what it would have held.
 
     pytest tests/test_tracking_outage.py -k restart      # down for ~20 s, back before the sweep ends
-    pytest tests/test_tracking_outage.py -k replay       # down until the sweep ends; then python -m sweeps.sync
+    pytest tests/test_tracking_outage.py -k replay       # down until the sweep ends; then python -m sweeps.engine.sync
 """
 from __future__ import annotations
 
@@ -120,11 +120,11 @@ def test_a_server_down_until_the_end_is_replayed_by_sweeps_sync(server, tiny_cor
     command = re.search(r"python -m sweeps\.sync --sweep (\S+)", output)
     assert command, output[-3000:]
     server.start()
-    sync = subprocess.run([sys.executable, "-m", "sweeps.sync", "--sweep", command.group(1)], cwd=tmp_path,
+    sync = subprocess.run([sys.executable, "-m", "sweeps.engine.sync", "--sweep", command.group(1)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert sync.returncode == 0, sync.stderr
     _assert_complete(server.uri)
-    again = subprocess.run([sys.executable, "-m", "sweeps.sync", "--sweep", command.group(1)], cwd=tmp_path,
+    again = subprocess.run([sys.executable, "-m", "sweeps.engine.sync", "--sweep", command.group(1)], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "sent 0 updates" in again.stdout  # each line is applied once
     _assert_complete(server.uri)

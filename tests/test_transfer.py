@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import lr_transfer
+from analysis import transfer_fit as lr_transfer
 from analysis.transfer import main
 
 WIDTHS = (16, 32, 64, 128)

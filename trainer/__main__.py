@@ -21,7 +21,7 @@ from trainer.data import prepare_corpus, prepare_finetune
 from trainer.finetune import finetune_metrics
 from trainer.floors import loss_floors
 from trainer.loop import Pretrainer
-from trainer.privacy import disable_telemetry
+from trainer.telemetry import disable_telemetry
 
 
 @exits_cleanly_on_bad_input

@@ -62,7 +62,7 @@ def check_data_sources(cfg: RunConfig) -> None:
 
 def default_tracking_uri() -> str:
     """--mlflow-uri's default for the sweeps and the report: sqlite:///<cwd>/mlflow.db, absolute (trials chdir
-    into their own folders; MLflow 3 refuses the ./mlruns file store). Here, not in sweeps.tracking, so that
+    into their own folders; MLflow 3 refuses the ./mlruns file store). Here, not in sweeps.engine.tracking.tune_events, so that
     checking the input does not import MLflow (seconds)."""
     return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
 

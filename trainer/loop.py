@@ -23,7 +23,7 @@ from trainer.compute import ComputeLedger
 from trainer.config import ConfigError, OptimConfig, RunConfig, TrainConfig
 from trainer.data import ChunkBatcher, Corpus, val_batches
 from trainer.model import GPT
-from trainer.results import DIVERGED_LOSS, DIVERGED_PPL, perplexity
+from trainer.result_schema import DIVERGED_LOSS, DIVERGED_PPL, perplexity
 from trainer.rng import rng_state, set_rng_state
 from trainer.mup import is_hidden_matrix, width_mult
 from trainer.precision import resolve_precision, warn_if_emulated

@@ -1,7 +1,7 @@
 """Model-size rules shared by the scaling sweep, its fit and its benchmark: heads per width, the per-size learning
 rate, the warmup of a token budget, and the shape (width × depth) nearest a non-embedding parameter count.
 
-    python sweeps/scaling.py --help       python -m analysis.scaling --help
+    python sweeps/scaling.py --help       python -m analysis.scaling_law --help
 
 The learning rate is not searched per size: it follows μP's rule for Adam, lr ∝ 1/width, anchored at the `cpu`
 preset's lr (2e-3 at width 128) and capped at 1e-2. Every budget gets its own full schedule: warmup over the

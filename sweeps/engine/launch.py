@@ -17,12 +17,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sweeps.plan import REDUCTION_FACTOR, SearchSpace, SweepPlan, make_plan
-from sweeps.signals import StopOnSignal
+from sweeps.engine.plan import REDUCTION_FACTOR, SearchSpace, SweepPlan, make_plan
+from sweeps.engine.signals import StopOnSignal
 from trainer.cli import exits_cleanly_on_bad_input
 from trainer.config import ConfigError, config_from_params, with_vocab_size
-from trainer.privacy import disable_telemetry
-from trainer.results import counts_for_best, outcome_of
+from trainer.telemetry import disable_telemetry
+from trainer.result_schema import counts_for_best, outcome_of
 
 disable_telemetry()  # before Ray and MLflow are imported; Ray's workers inherit it
 # Ray prints advice a sweep user cannot act on; these keep the console to the progress table.
@@ -41,7 +41,7 @@ def _search_algorithm(plan: SweepPlan, study_name: str, sweep_path: str, seed: i
     from ray import tune
 
     if plan.search == "optuna":
-        from sweeps.search import optuna_search, study_storage
+        from sweeps.engine.searcher import optuna_search, study_storage
 
         return optuna_search(seed, num_samples, study_storage(plan.tracking_uri, sweep_path), study_name)
     # An explicit generator ignores TuneConfig.max_concurrent_trials (Tune only warns): give it the limit itself.
@@ -132,11 +132,11 @@ def launch(plan: SweepPlan) -> int:
 def _set_up_tracking(plan: SweepPlan) -> None:
     """Import torch, Ray Tune and MLflow and create the sweep's experiment (a fresh database: ~2 s of schema
     migrations). Only after the data is ready: bad input fails fast, without seconds of importing them."""
-    import sweeps.trainable  # noqa: F401  (torch and Ray Tune)
+    import sweeps.engine.trainable  # noqa: F401  (torch and Ray Tune)
     from mlflow.tracking import MlflowClient
 
-    from sweeps.journal import CLIENT_ENV
-    from sweeps.mlflow_writer import ensure_experiment
+    from sweeps.engine.tracking.journal import CLIENT_ENV
+    from sweeps.engine.tracking.writer import ensure_experiment
 
     for key, value in CLIENT_ENV.items():  # fail fast on a server that is down: the journal retries instead
         os.environ.setdefault(key, value)
@@ -163,8 +163,8 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
         stop.arm()
         tracking_ready.result()
 
-    from sweeps.trainable import train_gpt
-    from sweeps.tracking import mark_sweep
+    from sweeps.engine.trainable import train_gpt
+    from sweeps.engine.tracking.tune_events import mark_sweep
     from trainer.floors import loss_floors
 
     trainable = tune.with_resources(
@@ -181,7 +181,7 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     if stop.signum is not None:
         _print_resume(plan, stop.signum, time.perf_counter() - started)
         return 128 + stop.signum
-    from sweeps.baseline import log_scratch_baseline
+    from sweeps.engine.scratch_baseline import log_scratch_baseline
 
     log_scratch_baseline(plan.tracking_uri, plan.experiment, sweep_path, results, corpus.vocab_size, finetune_data)
     _print_summary(plan, results, time.perf_counter() - started, prepared, sweep_path)
@@ -198,7 +198,7 @@ def _tuner(plan: SweepPlan, trainable, floors: dict):
     """(Tuner, the sweep's identity path): a new sweep, the latest one restored, or a finished one grown."""
     from ray import tune
 
-    from sweeps.grow import mark_part, origin_of, plan_growth
+    from sweeps.engine.grow import mark_part, origin_of, plan_growth
 
     if plan.resume_path is None:
         name = f"{plan.experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
@@ -221,8 +221,8 @@ def _new_tuner(plan: SweepPlan, trainable, floors: dict, name: str, identity: st
     """A Tune experiment `name` in plan.storage, tracked in MLflow (and Optuna) as the sweep at `identity`."""
     from ray import tune
 
-    from sweeps.progress import TimeLeftReporter
-    from sweeps.tracking import MLflowTracking
+    from sweeps.engine.progress import TimeLeftReporter
+    from sweeps.engine.tracking.tune_events import MLflowTracking
 
     tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=identity,
                               sweep_params=_sweep_params(plan), searched=list(plan.dims), corpus_metrics=floors)
@@ -276,7 +276,7 @@ def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float, s
         extra = "".join(f", {k}={best.metrics[k]:.3f}" for k in ("finetune_acc", "finetune_acc_fewshot")
                         if k in best.metrics)
         print(f"best trial: {chosen}: val_ppl={best.metrics['val_ppl']:.1f}{extra}")
-    from sweeps.mlflow_writer import sweep_urls
+    from sweeps.engine.tracking.writer import sweep_urls
 
     urls = sweep_urls(plan.tracking_uri, plan.experiment, sweep_path)
     print(f"MLflow: {plan.tracking_uri}  (browse: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "

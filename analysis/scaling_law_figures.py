@@ -1,8 +1,8 @@
 """Figures of a scaling-law fit: isoFLOP curves, the fitted surface against the runs, the compute-optimal frontier.
 
-    python -m analysis.scaling --experiment scaling       python -m benchmarks.scaling_fit --figure F.png
+    python -m analysis.scaling_law --experiment scaling       python -m benchmarks.scaling_fit --figure F.png
 
-Each takes the fit (analysis.scaling_fit.LawFit), the runs as arrays and returns a matplotlib Figure.
+Each takes the fit (analysis.scaling_law_fit.LawFit), the runs as arrays and returns a matplotlib Figure.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.scaling_fit import LawFit, interval, optimal_allocation  # noqa: E402
+from analysis.scaling_law_fit import LawFit, interval, optimal_allocation  # noqa: E402
 
 DPI = 110
 

@@ -1,6 +1,6 @@
 """Send MLflow what a sweep could not while its tracking server was down: the journal lines not yet applied.
 
-    python -m sweeps.sync --sweep ray_results/lr_warmup_20261202-064000 [--mlflow-uri http://127.0.0.1:5000]
+    python -m sweeps.engine.sync --sweep ray_results/lr_warmup_20261202-064000 [--mlflow-uri http://127.0.0.1:5000]
 
 The sweep's end prints this command when the server did not come back in time. Each journal line is applied
 once and in order, so afterwards MLflow holds what it would have held without the outage; running it again
@@ -12,15 +12,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from sweeps.journal import CLIENT_ENV, Journal, Outbox, journal_folder
-from sweeps.mlflow_writer import MlflowWriter
+from sweeps.engine.tracking.journal import CLIENT_ENV, Journal, Outbox, journal_folder
+from sweeps.engine.tracking.writer import MlflowWriter
 from trainer.cli import ArgumentParser, exits_cleanly_on_bad_input
 from trainer.config import ConfigError
-from trainer.privacy import disable_telemetry
+from trainer.telemetry import disable_telemetry
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(prog="python -m sweeps.sync", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m sweeps.engine.sync", description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", required=True, help="the sweep's Tune folder (as the sweep printed it)")
     parser.add_argument("--mlflow-uri", default=None, help="default: the URI the sweep logged to")
     parser.add_argument("--wait", type=float, default=10.0, help="seconds to keep trying an unreachable server")

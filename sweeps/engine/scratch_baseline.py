@@ -25,10 +25,10 @@ def best_finetuned(results):
 def log_scratch_baseline(tracking_uri: str, experiment: str, sweep_path: str, results, vocab_size: int,
                          finetune_data: FinetuneData | None) -> dict[str, float] | None:
     """Compute the scratch baseline for the best fine-tuned trial and log it to the parent run (step 0), through
-    the sweep's journal like every other write (sweeps.journal): a tracking outage loses it no more than them."""
-    from sweeps.journal import Journal, Outbox, is_unreachable, journal_folder
-    from sweeps.mlflow_writer import MlflowWriter
-    from sweeps.tracking import end_wait_s
+    the sweep's journal like every other write (sweeps.engine.tracking.journal): a tracking outage loses it no more than them."""
+    from sweeps.engine.tracking.journal import Journal, Outbox, is_unreachable, journal_folder
+    from sweeps.engine.tracking.writer import MlflowWriter
+    from sweeps.engine.tracking.tune_events import end_wait_s
 
     best = best_finetuned(results) if finetune_data is not None else None
     if best is None:

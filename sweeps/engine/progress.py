@@ -4,7 +4,7 @@
 
 Trials report cheap progress between evals (step, train_loss, tokens_per_s; no checkpoint, no val_loss).
 Only results carrying the sweep's metric (val_loss) may reach what ranks trials: ASHA already ignores the others,
-Tune's strict metric check is switched off for them (sweeps/launch.py), sweeps.search.TruthfulOptunaSearch and
+Tune's strict metric check is switched off for them (sweeps/engine/launch.py), sweeps.engine.searcher.TruthfulOptunaSearch and
 the MLflow callback skip them.
 """
 from __future__ import annotations

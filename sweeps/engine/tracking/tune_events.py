@@ -3,7 +3,7 @@
     python sweeps/lr_warmup.py --mlflow-uri sqlite:////abs/path/mlflow.db   (then: mlflow ui ... --host 127.0.0.1)
 
 Only the driver writes to MLflow (SQLite dislikes concurrent writers). The callback turns Tune's events into
-journal lines (sweeps.journal) that sweeps.mlflow_writer applies in order; while the tracking server is down the
+journal lines (sweeps.engine.tracking.journal) that sweeps.engine.tracking.writer applies in order; while the tracking server is down the
 lines wait in the sweep's folder and the trials keep training. Child outcome tags: completed (FINISHED), pruned
 by ASHA (KILLED), diverged or error (FAILED), interrupted (KILLED until the sweep is resumed). The parent is
 FINISHED, or KILLED while an interrupted sweep awaits --resume.
@@ -18,16 +18,16 @@ import time
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from sweeps import mlflow_view
-from sweeps.journal import Journal, Outbox, journal_folder
-from sweeps.mlflow_writer import MlflowWriter, find_sweep_run
-from trainer import results as R
+from sweeps.engine.tracking import run_page as mlflow_view
+from sweeps.engine.tracking.journal import Journal, Outbox, journal_folder
+from sweeps.engine.tracking.writer import MlflowWriter, find_sweep_run
+from trainer import result_schema as R
 from trainer.config import config_from_params, flatten
 
 
 
 def end_wait_s() -> float:
-    """How long a sweep's end waits for an unreachable tracking server before leaving the rest to sweeps.sync."""
+    """How long a sweep's end waits for an unreachable tracking server before leaving the rest to sweeps.engine.sync."""
     return float(os.environ.get("GPTSWEEP_TRACKING_WAIT_S", "60"))
 
 
@@ -131,7 +131,7 @@ class MLflowTracking(tune.Callback):
 
     def finish_sweep(self, trials, status: str = "FINISHED") -> None:
         """Record the best trial so far on the parent run, close it with `status`, and wait (a bounded time)
-        for MLflow to have everything; what it still lacks waits in the journal for sweeps.sync."""
+        for MLflow to have everything; what it still lacks waits in the journal for sweeps.engine.sync."""
         ranked = [t for t in trials if t.last_result and
                   R.counts_for_best(trial_outcome(t), t.last_result.get("val_ppl"))]
         best = None
@@ -146,5 +146,5 @@ class MLflowTracking(tune.Callback):
         self.synced = self._outbox.drain(end_wait_s())
         if not self.synced:
             print(f"MLflow at {self.tracking_uri} did not come back: {len(self._outbox.queue)} updates wait in "
-                  f"{self._outbox.journal.path}; when it is back, run:\n  python -m sweeps.sync --sweep "
+                  f"{self._outbox.journal.path}; when it is back, run:\n  python -m sweeps.engine.sync --sweep "
                   f"{self.sweep_path}", file=sys.stderr, flush=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sweeps.flags import parse_args, resume_command
+from sweeps.engine.flags import parse_args, resume_command
 from trainer.cli import config_from_args, default_tracking_uri
 from trainer.config import ConfigError, RunConfig, config_from_params, flatten, gpu_count
 
@@ -58,7 +58,7 @@ def grace_steps(max_steps: int) -> int:
 
 @dataclass
 class SweepPlan:
-    """Everything a sweep needs, validated: the input to sweeps.launch.launch."""
+    """Everything a sweep needs, validated: the input to sweeps.engine.launch.launch."""
     experiment: str
     preset: str
     cfg: RunConfig  # the base config every trial starts from; trials override the searched keys

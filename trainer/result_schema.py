@@ -3,7 +3,7 @@ trial outcomes, MLflow tag names and the one rule for "best". Plain Python, no d
 
     python sweeps/lr_warmup.py  →  python -m analysis.report --experiment lr_warmup   (both sides use these names)
 
-Writers: trainer.loop (metrics), sweeps.tracking (MLflow runs and tags). Readers: analysis, benchmarks.
+Writers: trainer.loop (metrics), sweeps.engine.tracking.tune_events (MLflow runs and tags). Readers: analysis, benchmarks.
 """
 from __future__ import annotations
 

@@ -1,13 +1,13 @@
 """What a sweep sends to MLflow, kept as an append-only journal in its Tune folder and applied in order: when the
 tracking server is down, the trials keep training and nothing is lost.
 
-    python -m sweeps.sync --sweep ray_results/lr_warmup_20261202-064000      (applies what the server missed)
+    python -m sweeps.engine.sync --sweep ray_results/lr_warmup_20261202-064000      (applies what the server missed)
 
-Every write of the tracking callback (sweeps.tracking) is one JSON line in `mlflow_journal.jsonl`; the count of
+Every write of the tracking callback (sweeps.engine.tracking.tune_events) is one JSON line in `mlflow_journal.jsonl`; the count of
 lines already applied is kept in `mlflow_journal.done` (written after each one, by rename). `Outbox` applies the
-pending lines through `sweeps.mlflow_writer.MlflowWriter` whenever the callback hears from Tune; an unreachable
+pending lines through `sweeps.engine.tracking.writer.MlflowWriter` whenever the callback hears from Tune; an unreachable
 server makes it wait (2 s, 4 s, ... 30 s between tries) instead of holding up Tune. What a sweep could not apply
-by its end is applied by `python -m sweeps.sync`, by a `--resume` of the sweep, or both: a line is applied once.
+by its end is applied by `python -m sweeps.engine.sync`, by a `--resume` of the sweep, or both: a line is applied once.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Applies one journal line of a sweep to MLflow: the parent run, a trial's child run, its metrics and its end.
 
-    python -m sweeps.sync --sweep PATH       (and every sweep's tracking callback, live)
+    python -m sweeps.engine.sync --sweep PATH       (and every sweep's tracking callback, live)
 
 Runs are found again by tags rather than remembered, so a replay, a resumed sweep or a restarted trial continues
 its runs instead of duplicating them: the parent carries `gptsweep.sweep_key` (a hash of its Tune folder: what
@@ -17,9 +17,9 @@ import time
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from sweeps import mlflow_view
-from sweeps.journal import is_unreachable
-from trainer import results as R
+from sweeps.engine.tracking import run_page as mlflow_view
+from sweeps.engine.tracking.journal import is_unreachable
+from trainer import result_schema as R
 
 STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.ERROR: "FAILED",
           R.INTERRUPTED: "KILLED"}  # MLflow run status of each outcome

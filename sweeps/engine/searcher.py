@@ -7,7 +7,7 @@ Ray's OptunaSearch reports intermediate values at `training_iteration` and tells
 stopped early COMPLETED with its short-run value, so TPE models truncated runs as finished ones. Here the
 intermediate values are reported at the training step, and a trial that stopped before its `max_steps` is told
 PRUNED (Optuna's TPE then ranks it by its last intermediate value, as it does for its own pruned trials).
-A diverged trial stays COMPLETE with its finite placeholder value (trainer.results.DIVERGED_LOSS): TPE learns
+A diverged trial stays COMPLETE with its finite placeholder value (trainer.result_schema.DIVERGED_LOSS): TPE learns
 that region is bad, and Optuna never waits on a NaN.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from ray.tune.search.optuna import OptunaSearch
 
-from trainer.results import COMPLETED, DIVERGED, outcome_of, study_location
+from trainer.result_schema import COMPLETED, DIVERGED, outcome_of, study_location
 
 
 def startup_trials(num_samples: int) -> int:
@@ -25,7 +25,7 @@ def startup_trials(num_samples: int) -> int:
 
 
 def study_storage(tracking_uri: str, sweep_path: str) -> str | None:
-    """Optuna's RDB storage URL (trainer.results.study_location); None (in memory) for a remote sweep folder."""
+    """Optuna's RDB storage URL (trainer.result_schema.study_location); None (in memory) for a remote sweep folder."""
     location = study_location(tracking_uri, sweep_path)
     if location is None:
         return None
@@ -35,7 +35,7 @@ def study_storage(tracking_uri: str, sweep_path: str) -> str | None:
 
 class TruthfulOptunaSearch(OptunaSearch):
     """OptunaSearch with intermediate values at the training step and the true final state of every trial.
-    Each result must carry `step` and `max_steps` (sweeps.trainable reports both)."""
+    Each result must carry `step` and `max_steps` (sweeps.engine.trainable reports both)."""
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self._completed_trials or self.metric not in result:

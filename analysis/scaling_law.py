@@ -1,10 +1,10 @@
 """Fit a scaling law to a sweep's runs and say which model and how many tokens a compute budget should buy.
 
-    python -m analysis.scaling --experiment scaling [--budget-flops 1e15] [--mlflow-uri URI] [--run ID] [--out DIR]
+    python -m analysis.scaling_law --experiment scaling [--budget-flops 1e15] [--mlflow-uri URI] [--run ID] [--out DIR]
 
 Reads the latest sweep of the experiment (or --run) from MLflow (analysis.runs.fetch_sweep); every completed
 trial is one point: N = n_params_non_embedding, D = tokens, C = flops (the compute ledger's metrics), L = its
-final val_loss. Fits L(N, D) = E + A/N^α + B/D^β (analysis/scaling_fit.py), bootstraps it over runs, writes
+final val_loss. Fits L(N, D) = E + A/N^α + B/D^β (analysis/scaling_law_fit.py), bootstraps it over runs, writes
 isoflop.png, surface.png and frontier.png to reports/<experiment>/<sweep>/scaling/, and prints the fit. With
 --budget-flops C it prints the compute-optimal (N, D) for C, the predicted val_loss with its 90 % interval and
 a `python -m trainer` line with a width, depth and steps that come near that N and D.
@@ -72,7 +72,7 @@ def trainer_command(sweep: Sweep, points: pd.DataFrame, n_opt: float, d_opt: flo
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(prog="python -m analysis.scaling")
+    parser = ArgumentParser(prog="python -m analysis.scaling_law")
     parser.add_argument("--experiment", default="scaling")
     parser.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
     parser.add_argument("--run", default=None, help="parent run id of the sweep (default: the latest)")
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _describe(fit, boots) -> list[str]:
-    from analysis.scaling_fit import interval
+    from analysis.scaling_law_fit import interval
 
     lines = []
     for name in ("E", "A", "alpha", "B", "beta"):
@@ -94,7 +94,7 @@ def _describe(fit, boots) -> list[str]:
 
 
 def _recommend(sweep, points, fit, boots, budget: float, per_token) -> list[str]:
-    from analysis.scaling_fit import interval, optimal_allocation
+    from analysis.scaling_law_fit import interval, optimal_allocation
 
     n_opt, d_opt, loss = optimal_allocation(fit, budget, per_token)
     n_band = interval([optimal_allocation(b, budget, per_token)[0] for b in boots])
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(f"--budget-flops {args.budget_flops:g} must be a positive number of FLOPs, e.g. 1e15")
     if args.bootstraps < 10:
         raise ConfigError(f"--bootstraps {args.bootstraps} is too few for a 90 % interval; use at least 10")
-    from analysis import scaling_figures as figures
-    from analysis.scaling_fit import bootstrap, family_flops_per_token, fit_law
+    from analysis import scaling_law_figures as figures
+    from analysis.scaling_law_fit import bootstrap, family_flops_per_token, fit_law
 
     sweep = fetch_sweep(args.mlflow_uri or default_tracking_uri(), args.experiment, args.run)
     points = scaling_points(sweep)

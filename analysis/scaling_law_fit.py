@@ -1,6 +1,6 @@
 """Fit L(N, D) = E + A/N^α + B/D^β to runs, bootstrap it, and find the compute-optimal (N, D) for a budget.
 
-    python -m analysis.scaling --experiment scaling      (the CLI; this module is pure numpy/scipy)
+    python -m analysis.scaling_law --experiment scaling      (the CLI; this module is pure numpy/scipy)
 
 The recipe of Besiroglu et al. 2024 (arXiv 2404.10102, replicating Hoffmann et al. 2022's approach 3): minimise
 the Huber loss (δ = 1e-3) between log L_pred and log L_measured, with L_pred = exp(LSE(a − α log N, b − β log D,

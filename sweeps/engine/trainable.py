@@ -71,7 +71,7 @@ def load_checkpoint(trainer: Pretrainer, checkpoint: tune.Checkpoint) -> None:
 
 
 def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_data: FinetuneData | None) -> None:
-    """Tune entry point. Each report carries `step` (ASHA's time axis), the metric names of trainer.results, and
+    """Tune entry point. Each report carries `step` (ASHA's time axis), the metric names of trainer.result_schema, and
     `start_step`: the step this process began at (0, or the checkpoint's step after a restart or --resume)."""
     cfg = config_from_params(params)
     trainer = Pretrainer(cfg, corpus, tokenizer)
@@ -89,7 +89,7 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
                                             trainer.autocast))
         metrics["samples"] = record.samples
         metrics["start_step"] = start_step
-        metrics["max_steps"] = cfg.train.max_steps  # with step: completed or stopped early (trainer.results)
+        metrics["max_steps"] = cfg.train.max_steps  # with step: completed or stopped early (trainer.result_schema)
         metrics["node_id"] = node_id
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(trainer, Path(folder))
