@@ -16,8 +16,9 @@ from trainer.config import RunConfig
 
 def space(cfg: RunConfig) -> dict[str, Dim]:
     steps = cfg.train.max_steps  # warmup is searched as a share of the run, so presets of any length work
+    lr = cfg.optim.lr  # and the lr around the preset's own (cpu 3e-3, seed 3e-4): each size is searched where it trains
     return {
-        "optim.lr": Dim(tune.loguniform(1e-4, 3e-3), grid=(1e-4, 3e-4, 1e-3, 3e-3)),
+        "optim.lr": Dim(tune.loguniform(lr / 3, lr * 3), grid=(lr / 3, lr, lr * 3)),
         # No warmup, 5 % and 25 % of the run; a short run can round two of them to one value: keep it once.
         "optim.warmup_steps": Dim(tune.randint(0, steps // 4 + 1), grid=tuple(sorted({0, steps // 20, steps // 4}))),
     }

@@ -28,32 +28,37 @@ class Dim:
 SearchSpace = Callable[[RunConfig], dict[str, Dim]]
 
 
+# ASHA never stops a trial before this share of its steps: the sweeps search warmups up to a quarter of the run,
+# and a trial still warming up looks worse than it will end. On the lr × warmup grid (benchmarks/asha_savings.py)
+# the best trial, lr 3e-3 with a 25 % warmup, trails until half the run: a grace of 4 steps cut it and missed the
+# best val_ppl by 16 % (47 % of the grid's steps); a quarter of the run keeps it (67 % of the steps).
+GRACE_FRACTION = 0.25
+
+
 @dataclass(frozen=True)
 class SweepBudget:
     """Sweep-level defaults of a preset (trial-level ones live in trainer.config.PRESETS)."""
     num_samples: int
     max_failures: int  # restarts of a crashed trial from its last checkpoint
     gpus_per_trial: float  # fraction of a GPU per trial where GPUs exist: several small trials share one
+    grace_fraction: float = GRACE_FRACTION  # ASHA judges no trial before this share of its run
 
 
 # gpus_per_trial: guesses, not yet measured; `python -m benchmarks.gpu --json` on a GPU gives the seed config's
 # (packing.recommended_gpus_per_trial: where total tokens/s stops growing by >= 10 % as trials are added).
 BUDGETS = {
     "smoke": SweepBudget(num_samples=4, max_failures=1, gpus_per_trial=0.1),
-    "cpu": SweepBudget(num_samples=6, max_failures=1, gpus_per_trial=0.25),
+    # 5 trials, judged once at half the run: ASHA keeps the better half there, so about 3 finish (the first to
+    # reach the rung always goes on) and the answer is not one or two survivors; minutes per trial on a CPU.
+    "cpu": SweepBudget(num_samples=5, max_failures=1, gpus_per_trial=0.25, grace_fraction=0.5),
     "seed": SweepBudget(num_samples=16, max_failures=2, gpus_per_trial=0.25),
 }
-# ASHA never stops a trial before this share of its steps: the sweeps search warmups up to a quarter of the run,
-# and a trial still warming up looks worse than it will end. On the lr × warmup grid (benchmarks/asha_savings.py)
-# the best trial, lr 3e-3 with a 25 % warmup, trails until half the run: a grace of 4 steps cut it and missed the
-# best val_ppl by 16 % (47 % of the grid's steps); a quarter of the run keeps it (67 % of the steps).
-GRACE_FRACTION = 0.25
 REDUCTION_FACTOR = 2  # ASHA keeps the top half of the trials at each rung
 
 
-def grace_steps(max_steps: int) -> int:
-    """ASHA's grace period for a run of max_steps: GRACE_FRACTION of it, at least one step."""
-    return max(1, round(max_steps * GRACE_FRACTION))
+def grace_steps(max_steps: int, fraction: float = GRACE_FRACTION) -> int:
+    """ASHA's grace period for a run of max_steps: `fraction` of it, at least one step."""
+    return max(1, round(max_steps * fraction))
 
 
 @dataclass
@@ -86,7 +91,7 @@ class SweepPlan:
         return "tokens" if TOKENS_PER_STEP_KEYS & set(self.dims) else "step"
 
     def asha_budget(self) -> tuple[int, int]:
-        """(max_t, grace period) on the time axis: the most any trial can reach, and GRACE_FRACTION of the base
+        """(max_t, grace period) on the time axis: the most any trial can reach, and the grace share of the base
         config's run (in tokens: at its tokens per step)."""
         if self.time_attr == "step":
             return self.cfg.train.max_steps, self.grace_steps
@@ -178,7 +183,7 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
         scheduler=args.scheduler or ("fifo" if args.search == "grid" else "asha"),
         num_samples=args.num_samples or (1 if args.search == "grid" else budget.num_samples),
         dims=dims, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=concurrent,
-        grace_steps=grace_steps(cfg.train.max_steps), max_failures=budget.max_failures,
+        grace_steps=grace_steps(cfg.train.max_steps, budget.grace_fraction), max_failures=budget.max_failures,
         storage=storage, tracking_uri=args.mlflow_uri or default_tracking_uri(), address=args.address,
         seed=args.seed, resume_path=latest_sweep(Path(storage), args.experiment) if args.resume else None,
         resume_command=resume_command(name, argv), grow_to=args.num_samples if args.resume else None)
