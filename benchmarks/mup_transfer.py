@@ -28,14 +28,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis import transfer_fit
-from benchmarks.run_pool import corpus_spec, prepare, run_adaptively, train_run
+from benchmarks.run_pool import prepare, run_adaptively, train_run
 
 PARAMS = ("sp", "mup")
 
 
 @dataclass(frozen=True)
 class Setup:
-    data: str = "gutenberg"  # a folder of GPTSWEEP_DATA_DIR by name, a path, or a hub name
+    data: str = "gutenberg"  # any --data: a folder of GPTSWEEP_DATA_DIR by name, a path, or a hub name
     tokenizer: str = "bpe:4096"
     widths: tuple[int, ...] = (32, 64, 128, 256)  # the narrowest is μP's base width
     steps: int = 2000
@@ -53,7 +53,7 @@ class Setup:
     def overrides(self, param: str, width: int, k: int) -> dict[str, object]:
         """The run at lattice point k: the cpu preset with this depth, context and batch, no dropout (noise-free
         comparisons), a 10 % warmup + cosine, one eval at the end, fp32, one thread."""
-        return {"data.source": corpus_spec(self.data), "data.tokenizer": self.tokenizer,
+        return {"data.source": self.data, "data.tokenizer": self.tokenizer,
                 "data.finetune_train": None, "model.n_layers": self.n_layers, "model.n_heads": self.n_heads,
                 "model.dropout": 0.0, "model.base_width": min(self.widths), "model.context_length": self.context,
                 "finetune.max_length": self.context, "model.parametrization": param, "model.d_model": width,
@@ -144,7 +144,7 @@ def summarize(setup: Setup, results: dict, epoch_tokens: int) -> tuple[dict, pd.
         "val_loss": {p: {int(w): {f"{lr:.4g}": None if math.isnan(v) else round(v, 4)
                                   for lr, v in zip(g.lr, g.val_loss)}
                          for w, g in table[table.parametrization == p].groupby("width")} for p in PARAMS},
-        "data": f"{setup.data} ({corpus_spec(setup.data)}), {setup.tokenizer}, {epoch_tokens:,} training tokens",
+        "data": f"{setup.data}, {setup.tokenizer}, {epoch_tokens:,} training tokens",
         "epochs_max": max(r["epochs"] for r in runs),
         "steps_min": int(min((r["steps"] for r in runs if not math.isnan(r["val_loss"])), default=0)),
         "runs": len(runs), "diverged": sum(math.isnan(r["val_loss"]) for r in runs), "tokens_per_run": setup.steps * setup.batch_size * setup.context,

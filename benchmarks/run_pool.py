@@ -13,16 +13,8 @@ import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Callable, Hashable
 
-from trainer.sources import local_copy
-
 # Which runs to start, given the finished ones (key → train_run's result) and the keys still running.
 Planner = Callable[[dict, set], dict[Hashable, dict[str, object]]]
-
-
-def corpus_spec(data: str) -> str:
-    """A folder of GPTSWEEP_DATA_DIR by name (gutenberg), else the spec as given (a path or a hub name)."""
-    folder = local_copy(data) if "/" not in data else None
-    return str(folder) if folder is not None else data
 
 
 def train_run(overrides: dict[str, object]) -> dict[str, float]:

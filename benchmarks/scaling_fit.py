@@ -29,14 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.run_pool import corpus_spec, prepare, run_adaptively, train_run
+from benchmarks.run_pool import prepare, run_adaptively, train_run
 from trainer.compute import flops_per_token, non_embedding_params
 from trainer.sizes import budget_params, shape_for, size_params
 
 
 @dataclass(frozen=True)
 class Setup:
-    data: str = "gutenberg"  # a folder of GPTSWEEP_DATA_DIR by name, a path, or a hub name
+    data: str = "gutenberg"  # any --data: a folder of GPTSWEEP_DATA_DIR by name, a path, or a hub name
     tokenizer: str = "bpe:1024"
     shapes: tuple[tuple[int, int], ...] = ((32, 1), (48, 1), (64, 2), (96, 2), (128, 2))  # sweeps/scaling.py's
     tokens_per_param: tuple[float, ...] = (2.0, 6.3, 20.0)  # × the largest model's N: the token budgets
@@ -59,7 +59,7 @@ class Setup:
         return [max(2, round(r * n_max / self.tokens_per_step)) for r in self.tokens_per_param]
 
     def overrides(self, d_model: int, n_layers: int, steps: int) -> dict[str, object]:
-        return {"data.source": corpus_spec(self.data), "data.tokenizer": self.tokenizer,
+        return {"data.source": self.data, "data.tokenizer": self.tokenizer,
                 "data.finetune_train": None, "model.dropout": 0.0, "train.threads": 1, "train.precision": "fp32",
                 "model.context_length": self.context, "finetune.max_length": self.context,
                 "train.batch_size": self.batch_size, "train.eval_batches": self.eval_batches,
@@ -164,7 +164,7 @@ def measure(setup: Setup = Setup(), figure: str | None = None) -> dict:
         "alpha": fit.alpha, "beta": fit.beta, "E": fit.E, "A": fit.A, "B": fit.B,
         "held_out": predictions, "runs": len(runs), "fitted_on": len(runs) - setup.holdout,
         "check": check_recommendation(runs, setup, vocab_size) if setup.check else None,
-        "data": f"{setup.data} ({corpus_spec(setup.data)}), {setup.tokenizer}, {epoch_tokens:,} training tokens",
+        "data": f"{setup.data}, {setup.tokenizer}, {epoch_tokens:,} training tokens",
         "epochs_max": max(r["epochs"] for r in runs),
         "tokens_per_param_max": max(r["tokens"] / r["n_params_non_embedding"] for r in runs),
         "tokens_per_param_largest": sorted(r["tokens"] / n_max for r in runs if r["n_params_non_embedding"] == n_max),
