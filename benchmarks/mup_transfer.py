@@ -8,9 +8,10 @@ processes of one thread at a time. Learning rates lie on one lattice a factor 2 
 width) line starts at three lrs around a guess and extends itself one lr at a time past whichever edge holds its
 best, until its optimum has a tried lr on either side; then the widest model is also trained at the narrowest
 one's optimum (`transfer_gap`). Prints one JSON object: the optimal lr per width per parametrization,
-`drift_log2` (|log2(opt lr at the widest / at the narrowest)|), `transfer_gap` (the widest model's val_loss at
-the narrowest one's optimal lr, relative to its best), `data`, `epochs_max` (the largest share of the training
-split a run saw) and `steps_min`. Goal: μP drift ≤ 1 grid step and below SP's, μP transfer_gap ≤ 0.01.
+`drift_log2` (|log2(opt lr at the widest / at the narrowest)|), `spread_log2` (log2 of the largest over the
+smallest optimum across all widths), `transfer_gap` (the widest model's val_loss at the narrowest one's optimal lr,
+relative to its best), `data`, `epochs_max` (the largest share of the training split a run saw) and `steps_min`.
+Goal (`goal_met`): μP's spread ≤ 1 grid step and below SP's, μP transfer_gap ≤ 0.01.
 The full run needs about an hour of 2 idle cores: run it under `flock /tmp/gptsweep-cpu.lock`.
 """
 from __future__ import annotations
@@ -134,13 +135,15 @@ def summarize(setup: Setup, results: dict, epoch_tokens: int) -> tuple[dict, pd.
     by = lambda column: {p: {int(r.width): r[column] for _, r in optima[optima.parametrization == p].iterrows()}
                          for p in PARAMS}
     drift = {p: transfer_fit.drift_log2(optima, p) for p in PARAMS}
+    lrs = {p: optima[optima.parametrization == p].opt_lr for p in PARAMS}
+    spread = {p: math.log2(lrs[p].max() / lrs[p].min()) if len(lrs[p]) else math.nan for p in PARAMS}
     gap = {p: transfer_fit.transfer_gap(table, optima, p) for p in PARAMS}
     runs = list(results.values())
     return {
         "widths": list(setup.widths), "optimal_lr": by("opt_lr"), "optimal_lr_refined": by("opt_lr_refined"),
         "best_val_loss": by("best_val_loss"), "at_grid_edge": by("at_edge"), "drift_log2": drift,
-        "transfer_gap": gap["mup"], "transfer_gap_sp": gap["sp"],
-        "goal_met": bool(drift["mup"] <= 1 and drift["mup"] < drift["sp"] and gap["mup"] <= 0.01),
+        "spread_log2": spread, "transfer_gap": gap["mup"], "transfer_gap_sp": gap["sp"],
+        "goal_met": bool(spread["mup"] <= 1 and spread["mup"] < spread["sp"] and gap["mup"] <= 0.01),
         "val_loss": {p: {int(w): {f"{lr:.4g}": None if math.isnan(v) else round(v, 4)
                                   for lr, v in zip(g.lr, g.val_loss)}
                          for w, g in table[table.parametrization == p].groupby("width")} for p in PARAMS},

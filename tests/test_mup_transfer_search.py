@@ -37,7 +37,7 @@ def test_every_line_brackets_its_optimum_and_the_widest_runs_at_the_narrowest_op
     assert not optima.at_edge.any()
     for _, row in optima.iterrows():
         assert row.opt_lr == pytest.approx(SETUP.lr(optimum_k(row.parametrization, row.width)))
-    assert summary["drift_log2"] == {"sp": 3.0, "mup": 0.0}
+    assert summary["drift_log2"] == summary["spread_log2"] == {"sp": 3.0, "mup": 0.0}
     assert summary["transfer_gap"] == 0.0 and summary["transfer_gap_sp"] > 0  # SP's widest ran at lr(0)
     assert summary["goal_met"] and summary["steps_min"] == 24
     per_line = table.groupby(["parametrization", "width"]).size()
