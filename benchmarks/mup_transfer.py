@@ -30,6 +30,8 @@ import pandas as pd
 
 from analysis import transfer_fit
 from benchmarks.run_pool import prepare, run_adaptively, train_run
+from trainer.cli import exits_cleanly_on_bad_input
+from trainer.config import ConfigError, build_config
 
 PARAMS = ("sp", "mup")
 
@@ -156,7 +158,16 @@ def summarize(setup: Setup, results: dict, epoch_tokens: int) -> tuple[dict, pd.
     }, table
 
 
+def check(setup: Setup) -> None:
+    """Every run's config builds (ConfigError naming the fix otherwise), before anything is tokenized or trained."""
+    if len(set(setup.widths)) < 2:
+        raise ConfigError(f"--widths {setup.widths} needs at least two widths to compare, e.g. --widths 32,256")
+    for width in setup.widths:
+        build_config("cpu", setup.overrides("mup", width, 0))
+
+
 def measure(setup: Setup = Setup()) -> tuple[dict, pd.DataFrame]:
+    check(setup)
     started = time.perf_counter()
     epoch_tokens, _ = prepare(setup.overrides("mup", min(setup.widths), 0))  # tokenize once, before the workers
 
@@ -174,6 +185,7 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
+@exits_cleanly_on_bad_input
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mup_transfer", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the summary, as one JSON object")

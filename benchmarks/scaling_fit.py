@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.run_pool import prepare, run_adaptively, train_run
+from trainer.cli import exits_cleanly_on_bad_input
 from trainer.compute import flops_per_token, non_embedding_params
+from trainer.config import ConfigError, build_config
 from trainer.sizes import budget_params, shape_for, size_params
 
 
@@ -135,13 +137,15 @@ def check_recommendation(runs: list[dict], setup: Setup, vocab_size: int, epoch_
 
 
 def measure(setup: Setup = Setup(), figure: str | None = None) -> dict:
+    for d_model, n_layers in setup.shapes:  # every run's config builds, or a ConfigError names the fix
+        for steps in setup.budgets():
+            build_config("cpu", setup.overrides(d_model, n_layers, steps))
     started = time.perf_counter()
-    first = setup.overrides(*setup.shapes[0], 2)
-    epoch_tokens, vocab_size = prepare(first)  # tokenize once, before the workers read it
+    epoch_tokens, vocab_size = prepare(setup.overrides(*setup.shapes[0], 2))  # once, before the workers read it
     if max(setup.budgets()) * setup.tokens_per_step > epoch_tokens:
-        print(f"the largest budget ({max(setup.budgets()) * setup.tokens_per_step:,} tokens) exceeds one epoch of "
-              f"{setup.data} ({epoch_tokens:,}); lower --tokens-per-param or use a larger corpus", file=sys.stderr)
-        raise SystemExit(2)
+        raise ConfigError(f"the largest budget ({max(setup.budgets()) * setup.tokens_per_step:,} tokens) exceeds "
+                          f"one epoch of {setup.data} ({epoch_tokens:,}); lower --tokens-per-param or use a larger "
+                          "corpus")
 
     def progress(key, result):
         print(f"{key[0]}x{key[1]} {key[2]} steps: val_loss {result['val_loss']:.4f} "
@@ -182,6 +186,7 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
 
+@exits_cleanly_on_bad_input
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling_fit", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the same steps on toy models and budgets: seconds")

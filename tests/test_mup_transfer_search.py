@@ -58,3 +58,14 @@ def test_quick_configuration_trains_for_real(tiny_corpus):
     assert set(table.width) == {16, 32} and len(table) >= 12
     assert summary["steps_min"] == 24 and 0 < summary["epochs_max"]
     assert set(summary["optimal_lr"]) == {"sp", "mup"}
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--widths", "32"], "needs at least two widths"),
+    (["--widths", "32,63"], "not divisible by model.n_heads"),
+    (["--steps", "0"], "train.max_steps=0"),
+])
+def test_bad_input_is_one_line_and_exit_code_2_before_any_run(argv, fragment, capsys):
+    assert mup_transfer.main(["--quick", "--data", "no-such-corpus", *argv]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1

@@ -21,12 +21,10 @@ def test_budgets_are_multiples_of_the_largest_models_parameters():
 
 
 def test_a_budget_past_one_epoch_is_refused_before_any_run(tiny_corpus, capsys):
-    setup = dataclasses.replace(scaling_fit.QUICK, data=str(tiny_corpus), tokenizer="bpe:300",
-                                tokens_per_param=(1.0, 10.0, 100.0))
-    with pytest.raises(SystemExit) as exit_info:
-        scaling_fit.measure(setup)
-    assert exit_info.value.code == 2
-    assert "exceeds one epoch" in capsys.readouterr().err
+    argv = ["--quick", "--data", str(tiny_corpus), "--tokenizer", "bpe:300", "--tokens-per-param", "1,10,100"]
+    assert scaling_fit.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "exceeds one epoch" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_recommended_run_past_one_epoch_is_reported_not_trained():
