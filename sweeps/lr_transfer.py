@@ -1,12 +1,14 @@
 """Sweep small, train big: the learning rate × width grid under SP and μP, to see whether the optimum transfers.
 
-    python sweeps/lr_transfer.py                 # grid: 6 lrs × 4 widths × {sp, mup}, 48 trials, no early stopping
+    python sweeps/lr_transfer.py --data gutenberg   # grid: 6 lrs × 4 widths × {sp, mup}, 48 trials, no early stopping
     python -m analysis.transfer --experiment lr_transfer --width 1024     # then: what to use at width 1024
 
 Widths are the preset's d_model × 1/4, 1/2, 1 and 2 (multiples of its head count); learning rates a factor 2
 apart around the preset's. μP's base width is the preset's d_model, where μP and SP coincide. Every trial trains
 the preset's steps on the same batches (equal tokens); the other settings are the preset's. Widths compare best
 without ASHA, which would stop the slow-learning wide SP trials early: the grid search runs every trial to the end.
+Sweep on a corpus that no trial repeats (gutenberg: ~19M tokens): on a small one the longer runs overfit, and the
+optimum then says more about repetition than about the width.
 """
 import sys
 

@@ -1,6 +1,6 @@
 """From a sweep to a scaling law: every model size × every token budget, each run its own full schedule.
 
-    python sweeps/scaling.py --tokenizer bpe:1024            # then: python -m analysis.scaling_law --experiment scaling
+    python sweeps/scaling.py --data gutenberg --tokenizer bpe:1024    # then: python -m analysis.scaling_law --experiment scaling
 
 A grid (no early stopping: every run must reach its own end) over model sizes (width × depth, 5 sizes spanning
 31× non-embedding parameters) × token budgets (train.max_steps: a half, one and two times the
@@ -8,8 +8,9 @@ preset's steps). Each size is one searched value that sets width, depth, heads a
 (lr ∝ 1/width, μP's rule for Adam, not searched per size: trainer/sizes.py); each budget sets its steps and its
 own warmup (10 %) + cosine to lr/10. Dropout is off (a later --set may turn it on). --search grid (the default) or random: Optuna cannot propose a
 size, which is a mapping of several keys.
-On wikitext-2 (446k bpe:1024 training tokens) the longest cpu budget (800 × 16 × 64 tokens) sees the data 1.8×:
-past one epoch the tokens repeat, which the fit cannot tell from fresh ones.
+Use a corpus no run sees twice (--data gutenberg, 99 books; a folder of GPTSWEEP_DATA_DIR or any path): past one
+epoch the tokens repeat, which the fit cannot tell from fresh ones. WikiText-2's local copy (446k bpe:1024 training
+tokens) is seen 1.8× by the longest cpu budget.
 """
 import sys
 

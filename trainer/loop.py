@@ -25,7 +25,7 @@ from trainer.data import ChunkBatcher, Corpus, val_batches
 from trainer.model import GPT
 from trainer.result_schema import DIVERGED_LOSS, DIVERGED_PPL, perplexity
 from trainer.rng import rng_state, set_rng_state
-from trainer.mup import is_hidden_matrix, width_mult
+from trainer.mup import is_hidden_matrix, weight_decay_scale, width_mult
 from trainer.precision import resolve_precision, warn_if_emulated
 from trainer.tokenizer import TextTokenizer
 
@@ -50,7 +50,7 @@ def make_optimizer(model: GPT, optim: OptimConfig, device: torch.device) -> torc
     LayerNorms or the position table: those are offsets and scales, and shrinking them towards 0 only hurts.
 
     Each group's `lr_scale` multiplies the schedule's lr in train_step: 1 everywhere under SP; under μP the
-    hidden matrices get their own group at 1/width_mult (trainer/mup.py)."""
+    hidden matrices get their own group at 1/width_mult, with weight_decay × width_mult (trainer/mup.py)."""
     decay, no_decay, hidden = [], [], []
     mup = model.cfg.parametrization == "mup"
     for name, p in model.named_parameters():
@@ -61,7 +61,7 @@ def make_optimizer(model: GPT, optim: OptimConfig, device: torch.device) -> torc
     groups = [{"params": decay, "weight_decay": optim.weight_decay, "lr_scale": 1.0},
               {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}]
     if mup:
-        groups.append({"params": hidden, "weight_decay": optim.weight_decay,
+        groups.append({"params": hidden, "weight_decay": optim.weight_decay * weight_decay_scale(model.cfg),
                        "lr_scale": 1.0 / width_mult(model.cfg)})
     # The fused kernel does the whole update in one pass over each tensor, on GPU and on CPU (4x faster than
     # the multi-tensor foreach path on CPU: ~17 vs ~74 ms per seed-config step with one thread).

@@ -10,6 +10,7 @@ optimizer settings) tuned at base_width stay optimal as the width grows. At d_mo
 |---|---|---|
 | hidden matrices (qkv, attention out, MLP in/out): init std | 0.02 | 0.02 / sqrt(width_mult) (variance ∝ 1/fan_in) |
 | hidden matrices: learning rate | optim.lr | optim.lr / width_mult |
+| hidden matrices: weight decay | optim.weight_decay | optim.weight_decay × width_mult (lr·wd as at base_width) |
 | attention logits | q·k / sqrt(d_head) | q·k · sqrt(base d_head) / d_head (∝ 1/d_head) |
 | output logits (tied token embedding) | h·Eᵀ | h·Eᵀ / width_mult (a readout multiplier) |
 | embeddings, biases, LayerNorms | optim.lr, init as SP | the same |
@@ -24,7 +25,9 @@ states before the output layer (h·m)·Eᵀ = m·(h·Eᵀ), so training loss, ev
 Why not the `mup` package (1.0.0): it needs its own readout module (which bypasses our fused output layer), base
 and delta models instantiated to infer shapes (`set_base_shapes`), and its own optimizer groups (MuAdamW) in
 place of our decay/no-decay groups and the fused AdamW; the rules themselves are the few lines below.
-AdamW's decoupled weight decay is lr·wd·w, so a hidden matrix's decay shrinks with its learning rate, as in MuAdamW.
+Weight decay: torch's AdamW shrinks a weight by lr·wd per step, so with the hidden lr at 1/width_mult an
+unchanged wd would decay the wide model's hidden matrices width_mult times less than the base model's. MuAdam(W)
+multiplies their weight_decay by width_mult, keeping lr·wd, the shrink per step, at the base width's value.
 """
 from __future__ import annotations
 
@@ -61,6 +64,11 @@ def readout_multiplier(cfg: ModelConfig) -> float:
 def is_hidden_matrix(name: str, ndim: int) -> bool:
     """A width × width (or width × 4·width) matrix: its fan-in grows with the width."""
     return ndim >= 2 and not name.startswith(VECTOR_LIKE)
+
+
+def weight_decay_scale(cfg: ModelConfig) -> float:
+    """Factor on optim.weight_decay for the hidden matrices: width_mult, so that their lr·wd is the base's."""
+    return width_mult(cfg)
 
 
 def lr_scale(cfg: ModelConfig, name: str, ndim: int) -> float:

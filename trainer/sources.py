@@ -3,7 +3,8 @@
     pytest tests/test_data.py -k "documents or split_files or ag_news or offline"
 
 A hub name (wikitext-2, tinystories, ag_news) is read from `$GPTSWEEP_DATA_DIR/<name>/` when that folder exists,
-so CI and offline machines never touch the network; otherwise from the Hugging Face hub. A folder's files belong to
+so CI and offline machines never touch the network; otherwise from the Hugging Face hub. Any other bare name is a
+folder of `$GPTSWEEP_DATA_DIR` (`--data gutenberg`). A folder's files belong to
 the split their name contains (train, valid/validation, test).
 """
 from __future__ import annotations
@@ -89,8 +90,11 @@ def _resolve(spec: str) -> Path | str:
     if os.sep in spec or path.suffix:
         raise ConfigError(f"data path '{spec}' does not exist; pass an existing file or folder "
                           "(or one of wikitext-2, tinystories, ag_news)")
-    raise ConfigError(f"unknown dataset '{spec}'; use wikitext-2, tinystories, ag_news or a path to a local "
-                      "file/folder")
+    folder = local_copy(spec)  # a corpus of the local copies by its folder name (gutenberg)
+    if folder is not None:
+        return folder
+    raise ConfigError(f"unknown dataset '{spec}'; use wikitext-2, tinystories, ag_news, a folder name in "
+                      "GPTSWEEP_DATA_DIR or a path to a local file/folder")
 
 
 def available_splits(spec: str) -> list[str]:
