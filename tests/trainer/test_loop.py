@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from trainer.config import OptimConfig, build_config, with_vocab_size
+from trainer.config import ModelConfig, OptimConfig, build_config, with_vocab_size
 from trainer.loop import DIVERGED_LOSS, lr_at, make_optimizer
-from trainer.precision import cuda_autocast_dtype, resolve_precision
 from trainer.model import GPT
 
 
@@ -41,21 +40,6 @@ def test_weight_decay_applies_to_matrices_but_not_biases_norms_or_positions():
     assert "tok_emb.weight" in decayed and "blocks.0.attn.qkv.weight" in decayed
     assert "pos_emb.weight" in kept and "ln_f.weight" in kept and "blocks.0.mlp.fc.bias" in kept
 
-
-def test_precision_choices():
-    cpu = torch.device("cpu")
-    assert resolve_precision("fp32", cpu) is None
-    assert resolve_precision("bf16", cpu) is torch.bfloat16
-    assert resolve_precision("fp16", cpu) is torch.float16
-    assert resolve_precision("auto", cpu) in (torch.bfloat16, None)
-
-
-def test_auto_precision_on_a_gpu_is_native_bf16_else_fp16_with_tensor_cores_else_fp32():
-    assert cuda_autocast_dtype(True, (9, 0)) is torch.bfloat16  # H100/H200
-    assert cuda_autocast_dtype(True, (8, 0)) is torch.bfloat16  # A100
-    assert cuda_autocast_dtype(False, (7, 5)) is torch.float16  # T4: bf16 only emulated, fp16 tensor cores
-    assert cuda_autocast_dtype(False, (7, 0)) is torch.float16  # V100
-    assert cuda_autocast_dtype(False, (6, 1)) is None  # Pascal: fp32
 
 
 def test_loss_falls_well_below_the_uniform_level(smoke_trainer):
@@ -165,3 +149,37 @@ def test_training_steps_and_evaluation_match_the_plain_path(tiny_corpus):
                 count + y.numel()
     assert evaluated["val_loss"] == pytest.approx(total / count, rel=1e-6)
     assert evaluated["val_acc"] == correct / count
+
+
+def test_progress_reports_come_between_evals_only_and_carry_no_validation(smoke_trainer):
+    trainer, evals, progress = smoke_trainer(), [], []
+    trainer.run(on_eval=lambda r: evals.append(r.metrics["step"]), on_progress=progress.append, progress_every_s=0)
+    assert evals == [4, 8, 12]
+    assert [p["step"] for p in progress] == [1, 2, 3, 5, 6, 7, 9, 10, 11]
+    assert all(set(p) == {"step", "train_loss", "lr", "tokens_per_s"} for p in progress)
+
+
+
+def test_fused_adamw_matches_foreach():
+    cfg = build_config("smoke")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layers=2, n_heads=4, d_model=32, context_length=24, dropout=0.0, vocab_size=300))
+    optimizer = make_optimizer(model, cfg.optim, torch.device("cpu"))
+    assert optimizer.defaults["fused"]
+    twin = GPT(model.cfg)
+    twin.load_state_dict(model.state_dict())
+    names = {id(p): n for n, p in model.named_parameters()}
+    twins = dict(twin.named_parameters())
+    groups = [{"params": [twins[names[id(p)]] for p in g["params"]], "weight_decay": g["weight_decay"]}
+              for g in optimizer.param_groups]
+    reference = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=cfg.optim.betas, foreach=True)
+    torch.manual_seed(0)
+    for _ in range(3):
+        for name, p in model.named_parameters():
+            p.grad = torch.randn_like(p) * 1e-2
+            twins[name].grad = p.grad.clone()
+        optimizer.step()
+        reference.step()
+    for name, p in model.named_parameters():
+        assert torch.allclose(p, twins[name], atol=1e-7, rtol=1e-5), name
+

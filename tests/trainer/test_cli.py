@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SWEEP, make_tiny_documents
+from tests.support import SWEEP, make_tiny_documents
 from trainer.config import gpu_count
 
 TRAINER = [sys.executable, "-m", "trainer"]

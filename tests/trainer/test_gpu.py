@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 
+from tests.support import checkpoint_at_step_8_then_die
 from trainer.config import ModelConfig
 from trainer.precision import cuda_autocast_dtype, resolve_precision
 from trainer.model import GPT
@@ -38,7 +39,6 @@ def test_a_gpu_checkpoint_loads_to_the_cpu_and_restores_on_the_gpu(smoke_trainer
     from ray import tune
 
     from sweeps.engine.trainable import load_checkpoint, load_state
-    from test_checkpoints import checkpoint_at_step_8_then_die
 
     settings = {**CUDA, "train.precision": "fp32", "model.dropout": 0.1}  # dropout draws from the CUDA RNG
     straight = smoke_trainer(**settings)

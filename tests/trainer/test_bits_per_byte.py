@@ -1,4 +1,4 @@
-"""pytest tests/test_bpb.py — bits per byte (val_bpb, the bpb floors), progress reports, the bf16-emulation warning.
+"""pytest tests/trainer/test_bits_per_byte.py — bits per byte: val_bpb and the floors in bits per byte.
 
 Bits per byte = total NLL in nats / (ln 2 × UTF-8 bytes of the text the predicted tokens stand for).
 """
@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer import precision
 from trainer.floors import loss_floors
 from trainer.tokenizer import TextTokenizer, load_tokenizer, train_bpe
 
@@ -75,53 +74,3 @@ def test_the_real_bigram_is_2_10_bits_per_byte_as_the_data_readme_says(shared_da
     corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)
     floors = loss_floors(corpus.train, corpus.val, corpus.vocab_size, tokenizer.token_bytes())
     assert floors["floor_bigram_bpb"] == pytest.approx(2.10, abs=0.005)
-
-
-def test_progress_reports_come_between_evals_only_and_carry_no_validation(smoke_trainer):
-    trainer, evals, progress = smoke_trainer(), [], []
-    trainer.run(on_eval=lambda r: evals.append(r.metrics["step"]), on_progress=progress.append, progress_every_s=0)
-    assert evals == [4, 8, 12]
-    assert [p["step"] for p in progress] == [1, 2, 3, 5, 6, 7, 9, 10, 11]
-    assert all(set(p) == {"step", "train_loss", "lr", "tokens_per_s"} for p in progress)
-
-
-def test_progress_results_do_not_reach_optuna():
-    from ray import tune
-
-    from sweeps.engine.searcher import optuna_search
-
-    searcher = optuna_search(seed=0, num_samples=4, storage_url=None, study_name="progress")
-    searcher.set_search_properties("val_loss", "min", {"optim.lr": tune.loguniform(1e-4, 1e-2)})
-    searcher.suggest("t1")
-    searcher.on_trial_result("t1", {"step": 3, "train_loss": 2.0})  # would be a KeyError in OptunaSearch
-    searcher.on_trial_result("t1", {"step": 4, "train_loss": 2.0, "val_loss": 1.5})
-    assert searcher._ot_study.trials[0].intermediate_values == {4: 1.5}  # the eval only
-
-
-def test_time_left_counts_finished_trials_as_done():
-    from types import SimpleNamespace as Trial
-
-    from sweeps.engine.progress import time_left_line
-
-    trials = [Trial(status="TERMINATED", last_result={"step": 25}), Trial(status="RUNNING", last_result={"step": 50})]
-    assert time_left_line(trials, 3, 100, 60.0) == "elapsed 1m00s, about 1m00s left (50% of the trials' steps done)"
-    assert "after the first progress" in time_left_line([], 3, 100, 5.0)
-
-
-@pytest.mark.parametrize("requested, native, device, warns", [
-    ("bf16", False, "cpu", True), ("bf16", True, "cpu", False), ("auto", False, "cpu", False),
-    ("fp32", False, "cpu", False), ("bf16", False, "cuda", False)])
-def test_bf16_emulation_warning_only_for_an_explicit_bf16_on_a_cpu_without_it(monkeypatch, requested, native,
-                                                                               device, warns):
-    monkeypatch.setattr(precision, "native_bf16", lambda d: native if d.type == "cpu" else True)
-    message = precision.emulation_warning(requested, torch.device(device))
-    assert (message is not None) == warns
-    if warns:
-        assert "emulat" in message and f"~{precision.EMULATED_BF16_SLOWDOWN:.0f}x slower" in message
-
-
-def test_the_trainer_prints_the_warning_once(smoke_trainer, monkeypatch, capsys):
-    monkeypatch.setattr(precision, "native_bf16", lambda d: False)
-    smoke_trainer(**{"train.precision": "bf16"})
-    smoke_trainer(**{"train.precision": "auto"})
-    assert capsys.readouterr().err.count("emulates it") == 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import SWEEP
+from tests.support import SWEEP
 
 pytestmark = pytest.mark.slow
 STEPS, EVERY, TRIALS = 48, 8, 4

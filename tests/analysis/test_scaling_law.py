@@ -16,7 +16,7 @@ from trainer.compute import ComputeLedger, flops_per_token
 from trainer.config import ConfigError, ModelConfig, build_config, config_from_params, flatten
 from trainer.sizes import shape_for, size_params
 
-from conftest import REPO
+from tests.support import REPO
 
 
 def test_ledger_flops_match_a_hand_count_for_a_tiny_model():

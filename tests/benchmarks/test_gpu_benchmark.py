@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.gpu import datasheet_peak
 from benchmarks.gpu_packing import recommend
-from conftest import REPO
+from tests.support import REPO
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")

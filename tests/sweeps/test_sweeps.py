@@ -1,57 +1,20 @@
-"""pytest tests/test_sweeps.py — real Ray Tune sweeps on a toy corpus, tracked in a real SQLite MLflow.
+"""pytest tests/sweeps/test_sweeps.py — real Ray Tune sweeps on a toy corpus, tracked in a real SQLite MLflow.
 
-Each sweep uses the smoke preset on a 300-document corpus with a 300-token BPE: seconds per trial.
+Each sweep uses the smoke preset on a 300-document corpus with a 300-token BPE: seconds per trial. The module's
+optuna sweep is read by several tests and changed by none; a test that resumes or grows a sweep runs its own.
 """
 from __future__ import annotations
-
-import csv
 
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from sweeps.lr_warmup import space as lr_warmup_space
 from sweeps.engine.launch import run_sweep
 from sweeps.engine.plan import Dim
-from conftest import make_tiny_documents
+from sweeps.lr_warmup import space as lr_warmup_space
+from tests.support import runs_of, sweep_args
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """A corpus, an AG-News-shaped table, and an isolated cache, shared by the module's sweeps."""
-    root = tmp_path_factory.mktemp("sweeps")
-    docs = make_tiny_documents()
-    (root / "corpus.txt").write_text("\n\n".join(docs) + "\n")
-    for split, rows in (("train", docs[:60]), ("test", docs[60:100])):
-        with open(root / f"news_{split}.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["text", "label"])
-            writer.writerows((text, i % 4) for i, text in enumerate(rows))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GPTSWEEP_CACHE_DIR", str(root / "cache"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("GPTSWEEP_PROGRESS_EVERY_S", "0")  # a progress report at every step between evals
-        yield root
-    ray.shutdown()
-
-
-def sweep_args(root, experiment: str, *extra: str) -> list[str]:
-    return ["--preset", "smoke", "--data", str(root / "corpus.txt"), "--tokenizer", "bpe:300",
-            "--finetune-train", str(root / "news_train.csv"), "--finetune-test", str(root / "news_test.csv"),
-            "--storage", str(root / "ray_results"), "--mlflow-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--experiment", experiment, *extra]
-
-
-def runs_of(root, experiment: str):
-    """(client, parent runs, child runs in start order) of an experiment."""
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs = client.search_runs([experiment_id], max_results=1000, order_by=["start_time"])
-    parents = [r for r in runs if r.data.tags.get("gptsweep.role") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("gptsweep.role") == "trial"]
-    return client, parents, children
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +30,13 @@ def test_optuna_asha_sweep_writes_one_parent_and_one_child_per_trial(optuna_swee
     assert parent.info.status == "FINISHED" and "best_val_ppl" in parent.data.metrics
     assert {"floor_bigram", "floor_bigram_bpb", "finetune_acc_scratch", "finetune_acc_fewshot_scratch"} <= set(
         parent.data.metrics)
-    assert parent.data.tags["gptsweep.best_trial_id"] in {c.data.tags["gptsweep.trial_id"] for c in children}
+    completed = [c for c in children if c.data.tags["gptsweep.outcome"] == "completed"]
+    best = min(completed, key=lambda c: c.data.metrics["val_ppl"])  # the rule: completed trials only
+    assert parent.data.tags["gptsweep.best_trial_id"] == best.data.tags["gptsweep.trial_id"]
+    for key in ("optim.lr", "optim.warmup_steps"):
+        assert parent.data.tags[f"best.{key}"] == best.data.params[key]
+    for key in ("val_ppl", "val_loss", "finetune_acc", "finetune_acc_fewshot"):
+        assert parent.data.metrics[f"best_{key}"] == pytest.approx(best.data.metrics[key])
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert 1e-4 <= float(child.data.params["optim.lr"]) <= 3e-3
@@ -96,18 +65,6 @@ def test_completed_trials_carry_finetune_accuracy_and_pruned_ones_are_killed(opt
             assert "val_ppl" in child.data.metrics  # the last report still carries val_ppl
         else:
             assert child.info.status == "KILLED" and "finetune_acc" not in child.data.metrics
-
-
-def test_resume_of_a_finished_sweep_runs_nothing_and_duplicates_nothing(optuna_sweep):
-    client, _, before = runs_of(optuna_sweep, "optuna4")
-    steps_before = {c.info.run_id: len(client.get_metric_history(c.info.run_id, "val_loss")) for c in before}
-    assert run_sweep("lr_warmup", lr_warmup_space, sweep_args(optuna_sweep, "optuna4", "--resume")) == 0
-    client, parents, after = runs_of(optuna_sweep, "optuna4")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    # the scratch baseline is computed once per sweep, not again when a finished sweep is resumed
-    assert len(client.get_metric_history(parents[0].info.run_id, "finetune_acc_scratch")) == 1
-    assert {c.info.run_id for c in after} == set(steps_before)
-    assert {c.info.run_id: len(client.get_metric_history(c.info.run_id, "val_loss")) for c in after} == steps_before
 
 
 def test_asha_prunes_a_trial_that_is_clearly_worse_at_the_first_rung(inputs):
@@ -157,16 +114,15 @@ def test_a_sweep_joining_a_two_node_cluster_places_trials_on_both_nodes(inputs):
 
 
 def test_optuna_hears_the_truth_and_keeps_its_study_beside_mlflow(optuna_sweep):
-    """TPE takes over after startup_trials; ASHA-stopped trials are PRUNED with their curve at the real training
-    steps, completed ones COMPLETE with their final val_loss; the study is in optuna.db, named after the sweep."""
+    """ASHA-stopped trials are PRUNED with their curve at the real training steps, completed ones COMPLETE with
+    their final val_loss; the study is in optuna.db, named after the sweep (every case, whether or not ASHA
+    prunes here: tests/sweeps/test_searcher.py)."""
     import optuna
-
-    from sweeps.engine.searcher import startup_trials
 
     _, parents, children = runs_of(optuna_sweep, "optuna4")
     study_name = parents[0].data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{optuna_sweep / 'optuna.db'}")
-    assert len(study.trials) == len(children) == 4 and len(study.trials) > startup_trials(4)
+    assert len(study.trials) == len(children) == 4
     by_lr = {round(t.params["optim.lr"], 12): t for t in study.trials}
     for child in children:
         trial = by_lr[round(float(child.data.params["optim.lr"]), 12)]
@@ -212,17 +168,36 @@ def test_grid_repeats_are_repeats_with_their_own_seeds(inputs):
     assert curves[0] != curves[1]
 
 
-def test_resume_with_more_samples_grows_the_sweep_in_the_same_parent_and_study(optuna_sweep):
-    """Last in this file: it grows the module's optuna sweep from 4 to 6 trials."""
+def test_resume_runs_nothing_when_finished_and_grows_the_same_parent_and_study(inputs):
+    """A sweep of its own (the module's optuna sweep stays as it was): a plain --resume of the finished sweep
+    runs and duplicates nothing; --resume --num-samples 3 adds one trial under the same parent run and study."""
     import optuna
 
-    args = sweep_args(optuna_sweep, "optuna4", "--resume", "--num-samples", "6")
+    def histories(client, children) -> dict[str, int]:
+        return {c.info.run_id: len(client.get_metric_history(c.info.run_id, "val_loss")) for c in children}
+
+    args = sweep_args(inputs, "grow", "--num-samples", "2", "--scheduler", "fifo",
+                      "--set", "train.max_steps=8", "--set", "train.eval_every=4")
     assert run_sweep("lr_warmup", lr_warmup_space, args) == 0
-    _, parents, children = runs_of(optuna_sweep, "optuna4")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 6
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
-    study_name = parents[0].data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{optuna_sweep / 'optuna.db'}")
-    assert len(study.trials) == 6
-    assert run_sweep("lr_warmup", lr_warmup_space, args) == 0  # at 6 already: a plain resume, nothing added
-    assert len(runs_of(optuna_sweep, "optuna4")[2]) == 6
+    client, (parent,), before = runs_of(inputs, "grow")
+    steps_before = histories(client, before)
+    assert run_sweep("lr_warmup", lr_warmup_space, args + ["--resume"]) == 0
+    client, parents, after = runs_of(inputs, "grow")
+    assert [p.info.run_id for p in parents] == [parent.info.run_id] and parents[0].info.status == "FINISHED"
+    # the scratch baseline is computed once per sweep, not again when a finished sweep is resumed
+    assert len(client.get_metric_history(parent.info.run_id, "finetune_acc_scratch")) == 1
+    assert histories(client, after) == steps_before
+
+    grow = args + ["--resume", "--num-samples", "3"]
+    assert run_sweep("lr_warmup", lr_warmup_space, grow) == 0
+    client, parents, children = runs_of(inputs, "grow")
+    assert [p.info.run_id for p in parents] == [parent.info.run_id] and parents[0].info.status == "FINISHED"
+    assert len(children) == 3 and {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert {k: v for k, v in histories(client, children).items() if k in steps_before} == steps_before
+    assert parents[0].data.metrics["trials"] == 3
+    study_name = parent.data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{inputs / 'optuna.db'}")
+    assert len(study.trials) == 3
+    assert run_sweep("lr_warmup", lr_warmup_space, grow) == 0  # at 3 already: a plain resume, nothing added
+    assert [p.info.run_id for p in runs_of(inputs, "grow")[1]] == [parent.info.run_id]
+    assert len(runs_of(inputs, "grow")[2]) == 3

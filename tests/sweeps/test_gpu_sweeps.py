@@ -21,9 +21,9 @@ import torch
 
 from sweeps.engine.launch import run_sweep
 from sweeps.engine.plan import Dim
-from test_reliability import (_checkpoints, _interrupt_during_the_second_trial,
-                              _start_sweep, kill_a_trial_worker, steps_of)
-from test_sweeps import inputs, runs_of, sweep_args  # noqa: F401  (inputs is a module fixture)
+from tests.support import runs_of, steps_of, sweep_args
+from tests.sweeps.sweep_processes import (checkpoints, interrupt_during_the_second_trial, kill_a_trial_worker,
+                                          start_sweep)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 # train.device=cuda, not auto: a trial that Ray gave no GPU fails instead of quietly training on the CPU.
@@ -32,7 +32,7 @@ ON_THE_GPU = ("--gpus-per-trial", "0.5", "--set", "train.device=cuda")
 
 def _latest_checkpoint_per_trial(storage: Path, experiment: str) -> dict[Path, int]:
     latest: dict[Path, int] = defaultdict(lambda: -1)
-    for path in _checkpoints(storage, experiment):
+    for path in checkpoints(storage, experiment):
         found = re.fullmatch(r"checkpoint_(\d+)", path.name)
         if found:
             latest[path.parent] = max(latest[path.parent], int(found[1]))
@@ -43,7 +43,7 @@ def _cuda_rng_saved(storage: Path, experiment: str) -> bool:
     """Whether a trial's checkpoint carries CUDA RNG states: the trial process saw a GPU."""
     from sweeps.engine.trainable import load_state
 
-    return any(load_state(path)["rng"]["cuda"] for path in _checkpoints(storage, experiment)[:1])
+    return any(load_state(path)["rng"]["cuda"] for path in checkpoints(storage, experiment)[:1])
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the trial's worker process through /proc")
@@ -84,8 +84,8 @@ def test_two_trials_on_one_gpu_one_killed_both_finish_from_their_checkpoints(inp
 
 
 def test_a_sigtermed_gpu_sweep_resumes_on_the_gpu(tiny_corpus, tmp_path):
-    sweep = _start_sweep(tmp_path, tiny_corpus, *ON_THE_GPU, "--set", "train.max_steps=3000")
-    _interrupt_during_the_second_trial(tmp_path, sweep, signal.SIGTERM)
+    sweep = start_sweep(tmp_path, tiny_corpus, *ON_THE_GPU, "--set", "train.max_steps=3000")
+    interrupt_during_the_second_trial(tmp_path, sweep, signal.SIGTERM)
     err = (tmp_path / "err.txt").read_text()
     assert sweep.returncode == 128 + signal.SIGTERM, err
     command = err.split("continue from their last checkpoints with:\n", 1)[1].splitlines()[0].strip()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from tests.support import REPO, SWEEP
 from trainer.telemetry import TELEMETRY_OFF
 
 # Starts Ray exactly as a local sweep does, reports what a worker sees, then waits for stdin to close.
@@ -95,7 +95,6 @@ def test_a_sweep_joins_a_token_cluster_with_its_token_and_is_refused_without(tmp
     import secrets
     import socket
 
-    from conftest import SWEEP
 
     token = tmp_path / "cluster_token"
     token.write_text(secrets.token_hex(32))

