@@ -1,4 +1,4 @@
-"""pytest tests/test_security.py — safe by default: no telemetry in the driver or in Ray's workers, and a local
+"""pytest tests/sweeps/test_security.py — safe by default: no telemetry in the driver or in Ray's workers, and a local
 sweep's Ray cluster refuses a client that lacks the session's token (Ray 2.60 binds to every interface).
 """
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -59,21 +60,28 @@ def _listening(pid: int) -> set[str]:
     return addresses
 
 
+def _read_line(process: subprocess.Popen, timeout_s: float) -> str:
+    """The process's next stdout line, or an assertion error after timeout_s (a hung Ray start fails, not hangs)."""
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    assert ready, f"no report within {timeout_s:.0f} s"
+    return process.stdout.readline()
+
+
 @pytest.mark.slow
 def test_a_local_sweeps_ray_has_no_telemetry_and_refuses_clients_without_its_token(tmp_path):
     session = subprocess.Popen([sys.executable, "-c", RAY_LIKE_A_SWEEP], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True, env=_clean_env(), cwd=tmp_path)
     try:
-        report = json.loads(session.stdout.readline())
+        report = json.loads(_read_line(session, 180))
         assert report["worker_env"] == TELEMETRY_OFF  # the switches reach the trial workers
+        # Ray binds every interface (no loopback-only setting): whoever reaches them must hold the token.
         exposed = {a for a in _listening(session.pid) if not ipaddress.ip_address(a).is_loopback}
-        if exposed:  # Ray cannot bind them to loopback: then nobody without the token may use them
-            intruder = subprocess.run(
-                [sys.executable, "-c", f"import ray; ray.init(address={report['gcs']!r}); print('CONNECTED')"],
-                capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                env={**_clean_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-sessions-token"})
-            assert "CONNECTED" not in intruder.stdout and intruder.returncode != 0
-            assert "token" in (intruder.stdout + intruder.stderr).lower()
+        intruder = subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address={report['gcs']!r}); print('CONNECTED')"],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            env={**_clean_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-sessions-token"})
+        assert "CONNECTED" not in intruder.stdout and intruder.returncode != 0, sorted(exposed)
+        assert "token" in (intruder.stdout + intruder.stderr).lower()
     finally:
         session.stdin.close()
         session.wait(timeout=60)

@@ -111,11 +111,12 @@ def test_tables_and_folders(tmp_path):
 
 def test_hub_rows_are_read_like_local_files(tmp_path, monkeypatch):
     """The hub path without a network: HF's wikitext has one row per line, blank lines as ''."""
-    rows = {("Salesforce/wikitext", "train"): {"text": [line + "\n" if line.strip() else "" for line in
-                                                         WIKI.split("\n")[:-1]]},
-            ("roneneldan/TinyStories", "validation"): {"text": ["A story.", "  ", "Another."]},
-            ("fancyzhx/ag_news", "test"): {"text": ["x", "y"], "label": [3, 0]}}
-    fake = types.SimpleNamespace(load_dataset=lambda hub_id, config, split: rows[hub_id, split])
+    rows = {("Salesforce/wikitext", "wikitext-2-raw-v1", "train"): {"text": [
+                line + "\n" if line.strip() else "" for line in WIKI.split("\n")[:-1]]},
+            ("roneneldan/TinyStories", None, "validation"): {"text": ["A story.", "  ", "Another."]},
+            ("fancyzhx/ag_news", None, "test"): {"text": ["x", "y"], "label": [3, 0]}}
+    # Only the exact (id, config, split) the hub has: WikiText-103 or the tokenized variant would be a KeyError.
+    fake = types.SimpleNamespace(load_dataset=lambda hub_id, config, split: rows[hub_id, config, split])
     monkeypatch.setitem(sys.modules, "datasets", fake)
     monkeypatch.setattr("trainer.sources.require_hub", lambda what: None)
     monkeypatch.setenv("GPTSWEEP_DATA_DIR", str(tmp_path))  # no local copies

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -55,9 +54,7 @@ def test_real_data_matches_the_readme(shared_data):
                      tokenizer=str(shared_data / "gpt2_tokenizer"))
     corpus, _ = prepare_corpus(cfg, context_length=64)
     assert (len(corpus.train), len(corpus.val)) == (258_554, 27_668)  # the README's article split
-    started = time.perf_counter()
     floors = loss_floors(corpus.train, corpus.val, corpus.vocab_size)
-    assert time.perf_counter() - started < 1.0
     assert floors["floor_uniform"] == pytest.approx(10.82, abs=0.01)
     assert floors["floor_unigram"] == pytest.approx(7.18, abs=0.02)
     assert floors["floor_bigram"] == pytest.approx(6.62, abs=0.02)

@@ -31,10 +31,12 @@ def test_changing_a_future_token_never_changes_an_earlier_logit(model):
 
 
 def test_input_and_output_embeddings_are_one_tensor(model):
-    assert model.lm_head.weight.data_ptr() == model.tok_emb.weight.data_ptr()
-    counted = sum(p.numel() for p in model.parameters())
-    untied = counted + model.lm_head.weight.numel()
-    assert model.num_parameters() == counted < untied
+    with torch.no_grad():
+        model.tok_emb.weight[7] = 0.0  # the token's input row: its output logit, read through the same row, is 0
+        logits, _ = model(torch.randint(0, 101, (2, 16)))
+    assert torch.equal(logits[..., 7], torch.zeros(2, 16)) and logits[..., 8].abs().sum() > 0
+    every_use = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    assert model.num_parameters() == every_use - 101 * 32  # the shared matrix counted once
 
 
 def test_residual_projections_get_the_smaller_gpt2_init():
