@@ -1,6 +1,6 @@
 """The sweep report: pure functions on hand-built frames, bad input, and one tiny real sweep end to end.
 
-    pytest tests/test_analysis.py                 (add -m "not slow" to skip the real sweep, ~30 s)
+    pytest tests/analysis/test_report.py                 (add -m "not slow" to skip the real sweep, ~30 s)
 """
 from __future__ import annotations
 

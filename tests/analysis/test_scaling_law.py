@@ -1,6 +1,6 @@
 """The compute ledger, the L(N, D) fit and its refusals, the scaling sweep's sizes, end to end through MLflow.
 
-    pytest tests/test_scaling.py
+    pytest tests/analysis/test_scaling_law.py
 """
 from __future__ import annotations
 

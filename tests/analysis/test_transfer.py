@@ -1,7 +1,7 @@
 """LR transfer across width: optima, drift, power-law fit, the figure, the sweep's grid, and analysis.transfer on a
 real MLflow store.
 
-    pytest tests/test_transfer.py
+    pytest tests/analysis/test_transfer.py
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""pytest tests/test_benchmark_gpu.py — benchmarks/gpu.py where there is no GPU: one error line and exit 2 from the
-command; the same measuring code run on CPU with a logical Ray GPU (so a GPU session's one try does not fail on
+"""pytest tests/benchmarks/test_gpu_benchmark.py — benchmarks/gpu.py where there is no GPU: one error line and
+exit 2 from the command; the same measuring code run on CPU with a logical Ray GPU (so a GPU session's one try does not fail on
 a bug); the rule that picks gpus_per_trial.
 """
 from __future__ import annotations

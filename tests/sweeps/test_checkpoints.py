@@ -1,4 +1,4 @@
-"""pytest tests/test_checkpoints.py — checkpoints a restart can trust: written atomically, holding only tensors
+"""pytest tests/sweeps/test_checkpoints.py — checkpoints a restart can trust: written atomically, holding only tensors
 and plain data, loaded to the CPU with weights_only=True (as a CUDA run loads them too) and continuing bit for
 bit; a truncated file fails naming it, and one that would run code is refused in one line.
 """

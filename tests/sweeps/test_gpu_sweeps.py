@@ -1,9 +1,9 @@
-"""pytest tests/test_gpu_sweeps.py — sweeps on a GPU survive what goes wrong: two trials sharing one GPU (Ray
+"""pytest tests/sweeps/test_gpu_sweeps.py — sweeps on a GPU survive what goes wrong: two trials sharing one GPU (Ray
 fractional GPUs), one of them SIGKILLed, restart from their checkpoints; a SIGTERMed sweep resumes with --resume.
-The GPU versions of tests/test_reliability.py's end-to-end cases, with its helpers. Needs a CUDA GPU (skipped
-without one); benchmarks/gpu_session.sh runs it on a GPU machine.
+The GPU versions of tests/sweeps/test_reliability.py's end-to-end cases, with its helpers (sweep_processes.py).
+Needs a CUDA GPU (skipped without one).
 
-    pytest tests/test_gpu_sweeps.py
+    pytest tests/sweeps/test_gpu_sweeps.py
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Data layer: sources, packing, batching, the token cache, fine-tuning tables (tokenizers: test_tokenizer.py).
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 pytest tests/test_data.py -q
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 pytest tests/trainer/test_data.py -q
 """
 from __future__ import annotations
 

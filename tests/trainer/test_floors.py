@@ -1,6 +1,6 @@
 """Corpus reference losses (trainer.floors): hand-checkable cases, then the README's figures on the real data.
 
-    pytest tests/test_floors.py
+    pytest tests/trainer/test_floors.py
 """
 from __future__ import annotations
 

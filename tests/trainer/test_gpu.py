@@ -1,8 +1,8 @@
-"""pytest tests/test_gpu.py — the CUDA path of the trainer: auto precision, checkpoints restored on the GPU, the
-output layer CUDA takes. Needs a CUDA GPU (skipped without one, as on CPU CI); benchmarks/gpu_session.sh runs it
-on a GPU machine together with tests/test_gpu_sweeps.py and the GPU benchmark.
+"""pytest tests/trainer/test_gpu.py — the CUDA path of the trainer: auto precision, checkpoints restored on the GPU, the
+output layer CUDA takes. Needs a CUDA GPU (skipped without one, as on CPU CI); run it on a GPU machine together
+with tests/sweeps/test_gpu_sweeps.py and the GPU benchmark.
 
-    pytest tests/test_gpu.py
+    pytest tests/trainer/test_gpu.py
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""pytest tests/test_loop.py — the pre-training loop: schedule, decay groups, learning, determinism, resume."""
+"""pytest tests/trainer/test_loop.py — the pre-training loop: schedule, decay groups, learning, determinism, resume,
+progress reports, the optimizer."""
 import io
 import math
 

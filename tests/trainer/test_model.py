@@ -1,4 +1,4 @@
-"""pytest tests/test_model.py — the GPT's structural promises: causality, tying, generation, pooling."""
+"""pytest tests/trainer/test_model.py — the GPT's structural promises: causality, tying, generation, pooling."""
 import pytest
 import torch
 

@@ -1,6 +1,6 @@
 """μP: the coordinate check's slopes, SP left exactly as it was, and which parameters get which lr scale.
 
-    pytest tests/test_mup.py
+    pytest tests/trainer/test_mup.py
 """
 from __future__ import annotations
 

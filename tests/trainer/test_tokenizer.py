@@ -1,6 +1,6 @@
 """Tokenizers: a corpus-trained BPE, the GPT-2 tokenizer from a local folder, the hub failing fast offline.
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 pytest tests/test_tokenizer.py -q
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 pytest tests/trainer/test_tokenizer.py -q
 """
 from __future__ import annotations
 

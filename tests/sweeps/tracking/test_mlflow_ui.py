@@ -1,4 +1,5 @@
-"""pytest -m slow tests/test_mlflow_ui.py -s — a sweep as a person sees it in the MLflow UI, checked in a browser.
+"""pytest -m slow tests/sweeps/tracking/test_mlflow_ui.py -s — a sweep as a person sees it in the MLflow UI,
+checked in a browser.
 
 A real smoke sweep (3 trials) and its report, a real `mlflow ui` on 127.0.0.1, Debian's chromium driven headless by
 selenium through the system chromedriver (no driver or browser downloads): the URL the sweep prints opens the

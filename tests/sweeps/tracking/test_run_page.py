@@ -1,6 +1,7 @@
-"""pytest tests/test_mlflow_view.py — run names, the sweep's description and its UI URL, on a real SQLite MLflow.
+"""pytest tests/sweeps/tracking/test_run_page.py — run names, the sweep's description and its UI URL, on a real
+SQLite MLflow.
 
-The page these make is looked at in a real browser by tests/test_mlflow_ui.py.
+The page these make is looked at in a real browser by tests/sweeps/tracking/test_mlflow_ui.py.
 """
 from __future__ import annotations
 

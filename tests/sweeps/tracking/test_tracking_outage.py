@@ -1,8 +1,9 @@
-"""pytest tests/test_tracking_outage.py — a tracking server that goes down loses nothing: a real `mlflow server` on
-127.0.0.1 is killed while a real 4-trial sweep runs, and MLflow ends up holding exactly what it would have held.
+"""pytest tests/sweeps/tracking/test_tracking_outage.py — a tracking server that goes down loses nothing: a real
+`mlflow server` on 127.0.0.1 is killed while a real 4-trial sweep runs, and MLflow ends up holding exactly what it
+would have held. (The journal's retries, order and apply-once without a server: test_journal.py.)
 
-    pytest tests/test_tracking_outage.py -k restart      # down for ~20 s, back before the sweep ends
-    pytest tests/test_tracking_outage.py -k replay       # down until the sweep ends; then python -m sweeps.engine.sync
+    pytest tests/sweeps/tracking/test_tracking_outage.py -k restart   # down for ~20 s, back before the sweep ends
+    pytest tests/sweeps/tracking/test_tracking_outage.py -k replay    # down until the end; then sweeps.engine.sync
 """
 from __future__ import annotations
 

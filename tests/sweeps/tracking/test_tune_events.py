@@ -1,5 +1,5 @@
-"""pytest tests/sweeps/tracking/test_tune_events.py — MLflow bookkeeping that stays exact through restarts, resumes and quotes in
-paths; every MLflow UI command we print or document binds to 127.0.0.1.
+"""pytest tests/sweeps/tracking/test_tune_events.py — MLflow bookkeeping that stays exact through restarts, resumes
+and quotes in paths; every MLflow UI command we print or document binds to 127.0.0.1.
 """
 from __future__ import annotations
 
