@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support import checkpoint_at_step_8_then_die
+
 
 # --- integrity -------------------------------------------------------------------------------
 def test_a_truncated_checkpoint_fails_naming_its_path(smoke_trainer, tmp_path):
@@ -67,25 +69,6 @@ def _leaves(value):
         return [leaf for v in value for leaf in _leaves(v)]
     return [value]
 
-
-def checkpoint_at_step_8_then_die(smoke_trainer, settings: dict, folder: Path) -> Path:
-    """A smoke run that checkpoints into `folder` at every eval and dies right after its step-8 checkpoint."""
-    from sweeps.engine.trainable import save_checkpoint
-
-    folder.mkdir()
-
-    class Killed(Exception):
-        pass
-
-    def checkpoint_then_die_at_step_8(record):
-        save_checkpoint(interrupted, folder)
-        if record.metrics["step"] == 8:
-            raise Killed
-
-    interrupted = smoke_trainer(**settings)
-    with pytest.raises(Killed):
-        interrupted.run(on_eval=checkpoint_then_die_at_step_8)
-    return folder
 
 
 def test_a_checkpoint_loaded_as_a_cuda_run_loads_it_restores_and_continues_bit_for_bit(smoke_trainer, tmp_path):
