@@ -195,6 +195,8 @@ def test_resume_runs_nothing_when_finished_and_grows_the_same_parent_and_study(i
     assert len(children) == 3 and {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {k: v for k, v in histories(client, children).items() if k in steps_before} == steps_before
     assert parents[0].data.metrics["trials"] == 3
+    best = min(children, key=lambda c: c.data.metrics["val_ppl"])  # over both parts: all three completed (fifo)
+    assert parents[0].data.tags["gptsweep.best_trial_id"] == best.data.tags["gptsweep.trial_id"]
     study_name = parent.data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]
     study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{inputs / 'optuna.db'}")
     assert len(study.trials) == 3

@@ -64,3 +64,29 @@ def test_the_parent_names_the_best_completed_trial_not_a_lower_pruned_or_interru
     assert parent.data.metrics["best_val_loss"] == pytest.approx(math.log(40.0))
     assert parent.data.metrics["best_finetune_acc"] == pytest.approx(0.501)
     assert parent.data.metrics["best_finetune_acc_fewshot"] == pytest.approx(0.3)
+
+
+def end_part(uri: str, sweep_path: str, trial_id: str, val_ppl: float) -> None:
+    """One part of a sweep (its first, or a part that grows it) in which one trial completes with `val_ppl`."""
+    tracking = MLflowTracking(uri, "exp", sweep_path, {"sweep.search": "optuna"}, ["optim.lr"])
+    tracking.setup(total_num_samples=1)
+    trial = TuneTrial(trial_id, **{"optim.lr": val_ppl / 1e4})
+    tracking.on_trial_start(0, [trial], trial)
+    trial.last_result = {"step": 12, "val_ppl": val_ppl, "val_loss": math.log(val_ppl), "train_loss": 5.0}
+    tracking.on_trial_result(0, [trial], trial, dict(trial.last_result))
+    trial.status = "TERMINATED"
+    tracking.on_trial_complete(0, [trial], trial)
+    tracking.on_experiment_end([trial])
+
+
+def test_a_part_that_grows_the_sweep_keeps_the_better_best_of_an_earlier_part(tmp_path):
+    """--resume --num-samples N runs the new trials as a Tune experiment of their own, which sees only them."""
+    uri, sweep_path = f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "exp_1")
+    end_part(uri, sweep_path, "t_first", 40.0)
+    end_part(uri, sweep_path, "t_grown", 50.0)  # worse: the first part's trial stays the best
+    _, (parent,), children = runs_of(tmp_path, "exp")
+    assert len(children) == 2
+    assert parent.data.tags["gptsweep.best_trial_id"] == "t_first" and parent.data.metrics["best_val_ppl"] == 40.0
+    end_part(uri, sweep_path, "t_better", 30.0)  # better: it becomes the best
+    _, (parent,), _ = runs_of(tmp_path, "exp")
+    assert parent.data.tags["gptsweep.best_trial_id"] == "t_better" and parent.data.metrics["best_val_ppl"] == 30.0
