@@ -1,19 +1,17 @@
 """Shared fixtures: an isolated token cache for every test, a tiny synthetic corpus, the real data when present.
+Helpers that tests import live in tests/support.py (no test imports this file).
 
     pytest tests
 """
 from __future__ import annotations
 
 import os
-import random
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SWEEP = [sys.executable, str(REPO / "sweeps" / "lr_warmup.py")]  # the main sweep, as a user runs it
+from tests.support import REPO, make_tiny_documents
 
 # One torch thread in the test process: Ray trials and CLI subprocesses share the 2 cores with it, and OpenMP
 # threads spin-waiting for a busy core made the suite ~20x slower under that contention (150 s vs 6.6 s).
@@ -37,17 +35,6 @@ def shared_data(monkeypatch) -> Path:
         pytest.skip(f"real data not found at {path}; set GPTSWEEP_DATA_DIR")
     monkeypatch.setenv("GPTSWEEP_DATA_DIR", str(path))
     return path
-
-
-_WORDS = ("the a one every small old red quiet river cat town garden letter machine child teacher storm "
-          "found carried watched opened built remembered near under across after before slowly again").split()
-
-
-def make_tiny_documents(n: int = 300) -> list[str]:
-    """n short English-ish documents of two to four sentences each (deterministic)."""
-    rng = random.Random(0)
-    sentence = lambda: " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 9))).capitalize() + "."
-    return [" ".join(sentence() for _ in range(rng.randint(2, 4))) for _ in range(n)]
 
 
 @pytest.fixture

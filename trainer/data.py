@@ -1,6 +1,6 @@
 """Token data for one run: the corpus and its on-disk token cache, packing, batches, fine-tuning tables.
 
-    pytest tests/test_data.py
+    pytest tests/trainer/test_data.py
 
 Documents are tokenized once, each followed by one EOS, and saved under `cache_dir()/<key>/`; the key hashes
 everything the tokens depend on, so a second run (or every Ray trial) memory-maps the arrays and tokenizes nothing.

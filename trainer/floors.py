@@ -1,6 +1,6 @@
 """Reference losses of a corpus: what a language model trained on it should beat, in nats per token.
 
-    pytest tests/test_floors.py
+    pytest tests/trainer/test_floors.py
 
 - floor_uniform: log(vocab_size), a model that knows nothing.
 - floor_unigram: entropy of the training tokens' unigram distribution (maximum likelihood).

@@ -1,6 +1,6 @@
 """Fused output layer + cross-entropy: the loss and its gradients without the fp32 (tokens × vocab) logits.
 
-    pytest tests/test_performance_parity.py
+    pytest tests/trainer/test_fused_loss.py
 
 With a 50,257-token vocabulary the output layer dominates a small GPT's step, and the plain path spends more
 time moving its logits than multiplying them: bf16 logits, an fp32 copy, fp32 log-probabilities, their gradient,

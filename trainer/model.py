@@ -1,6 +1,6 @@
 """A small GPT (nanoGPT-style) and its classification wrapper.
 
-    pytest tests/test_model.py
+    pytest tests/trainer/test_model.py
 
 Pre-LN blocks, causal attention, GELU MLP, learned position embeddings, tied input/output embeddings, GPT-2
 initialisation (residual projections scaled by 1/sqrt(2·layers)); with model.parametrization=mup, μP's init,

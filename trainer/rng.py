@@ -1,6 +1,6 @@
 """The global random states (torch CPU, CUDA, numpy, Python) as tensors and plain data, and back.
 
-    pytest tests/test_loop.py -k resumed
+    pytest tests/trainer/test_loop.py -k resumed
 
 A checkpoint holds only what `torch.load(..., weights_only=True)` accepts: numpy's legacy state tuple carries an
 ndarray (an unpickled numpy object) and Python's is a tuple of 625 ints, so both become tensors or lists here.

@@ -1,6 +1,6 @@
 """Where text comes from: hub names, local files and folders, and AG News classification tables.
 
-    pytest tests/test_data.py -k "documents or split_files or ag_news or offline"
+    pytest tests/trainer/test_data.py -k "documents or split_files or ag_news or offline"
 
 A hub name (wikitext-2, tinystories, ag_news) is read from `$GPTSWEEP_DATA_DIR/<name>/` when that folder exists,
 so CI and offline machines never touch the network; otherwise from the Hugging Face hub. Any other bare name is a

@@ -1,6 +1,6 @@
 """Tokenizers: GPT-2's byte-level BPE (local copy or hub), a local tokenizer folder/file, or a BPE trained here.
 
-    pytest tests/test_data.py -k tokenizer
+    pytest tests/trainer/test_tokenizer.py
 
 Specs: `gpt2` (from `$GPTSWEEP_DATA_DIR/gpt2_tokenizer/` when it exists, else the hub), a folder holding
 tokenizer.json or vocab.json + merges.txt, a path to a tokenizer.json, or `bpe:N` (trained on the corpus).

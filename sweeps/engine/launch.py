@@ -185,13 +185,19 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
 
     log_scratch_baseline(plan.tracking_uri, plan.experiment, sweep_path, results, corpus.vocab_size, finetune_data)
     _print_summary(plan, results, time.perf_counter() - started, prepared, sweep_path)
-    if not any(r.error is None and r.metrics for r in results):  # diverged trials are results; errors are not
-        first = next((r.error for r in results if r.error is not None), None)
-        reason = f"{type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''}" if first else "none ran"
-        print(f"error: no trial produced a result ({len(results)} trials, first error {reason}); "
-              f"see {results.experiment_path}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(results)
+
+
+def exit_code(results) -> int:
+    """0 when some trial produced a result (diverged trials are results; errors are not), else 1 with one line
+    on stderr naming the first error."""
+    if any(r.error is None and r.metrics for r in results):
+        return 0
+    first = next((r.error for r in results if r.error is not None), None)
+    reason = f"{type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''}" if first else "none ran"
+    print(f"error: no trial produced a result ({len(results)} trials, first error {reason}); "
+          f"see {results.experiment_path}", file=sys.stderr)
+    return 1
 
 
 def _tuner(plan: SweepPlan, trainable, floors: dict):

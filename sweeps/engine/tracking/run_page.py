@@ -2,8 +2,8 @@
 
     python sweeps/lr_warmup.py      (the tracking callback names and describes the runs; the summary prints the URL)
 
-Pure functions over plain values, so that the page a user reads is tested without a browser (tests/test_mlflow_ui.py
-looks at it in one). MLflow renders the run tag `mlflow.note.content` as Markdown on the run page ("Description")
+Pure functions over plain values, so that the page a user reads is tested without a browser
+(tests/sweeps/tracking/test_mlflow_ui.py looks at it in one). MLflow renders the run tag `mlflow.note.content` as Markdown on the run page ("Description")
 and the experiment tag of the same name on the experiment page.
 
 Model-training mode: MLflow 3.17's UI decides GenAI vs model-training mode by its sidebar switch, kept in the

@@ -180,11 +180,14 @@ class MlflowWriter:
         self._log_metrics(self._parent(), op["metrics"], step=0)
 
     def _end(self, op: dict) -> None:
-        """The best trial so far on the parent (tags: params are write-once and a resume may find a new best)."""
-        if op.get("best"):
-            for key, value in op["best"]["tags"].items():
+        """The best trial so far on the parent (tags: params are write-once and a resume may find a new best). A part
+        that grows a sweep sees only its own trials: an earlier part's better best stays."""
+        recorded = self.client.get_run(self._parent()).data.metrics.get("best_val_ppl")
+        best = op.get("best")
+        if best and (recorded is None or best["metrics"]["best_val_ppl"] < recorded):
+            for key, value in best["tags"].items():
                 self.client.set_tag(self._parent(), key, value)
-            self._log_metrics(self._parent(), op["best"]["metrics"], step=0)
+            self._log_metrics(self._parent(), best["metrics"], step=0)
         mlflow_view.describe_sweep(self.client, self._parent())  # name, note and trial counts from MLflow
         self.client.set_terminated(self._parent(), op["status"])
 
