@@ -48,3 +48,21 @@ def test_tune_gets_asha_on_training_steps_with_that_grace_and_halving(tiny_corpu
 def test_grid_search_and_fifo_get_no_early_stopping(tiny_corpus, extra):
     plan = _plan("lr_warmup", lr_warmup, tiny_corpus, *extra)
     assert plan.scheduler == "fifo" and _scheduler(plan) is None
+
+
+def test_the_cpu_sweep_judges_once_at_half_the_run(tiny_corpus):
+    # 5 trials, one rung at half the run: about 3 finish (the first to reach the rung always goes on).
+    plan = make_plan("lr_warmup", lr_warmup, ["--preset", "cpu", "--data", str(tiny_corpus), "--tokenizer", "bpe:300",
+                                              "--finetune-train", "none"], "optuna")
+    assert (plan.num_samples, plan.grace_steps) == (5, plan.cfg.train.max_steps // 2)
+    (bracket,) = _scheduler(plan)._brackets
+    assert sorted(milestone for milestone, _ in bracket._rungs) == [900, 1800]
+
+
+def test_lr_warmup_searches_around_the_presets_lr(tiny_corpus):
+    for preset in ("cpu", "seed"):
+        plan = make_plan("lr_warmup", lr_warmup, ["--preset", preset, "--data", str(tiny_corpus), "--tokenizer",
+                                                  "bpe:300", "--finetune-train", "none"], "optuna")
+        lr, searched = plan.cfg.optim.lr, plan.dims["optim.lr"]
+        assert searched.grid == pytest.approx((lr / 3, lr, lr * 3))
+        assert (searched.domain.lower, searched.domain.upper) == pytest.approx((lr / 3, lr * 3))

@@ -19,10 +19,10 @@ SEED = {"model.n_layers": 4, "model.d_model": 256, "model.n_heads": 8, "model.co
         "optim.min_lr_ratio": 0.1, "optim.weight_decay": 0.1, "optim.betas": (0.9, 0.95), "model.dropout": 0.1,
         "optim.grad_clip": 1.0, "data.tokenizer": "gpt2", "model.vocab_size": 50257, "model.parametrization": "sp"}
 CPU = {"data.tokenizer": "bpe:4096", "model.n_layers": 2, "model.n_heads": 4, "model.d_model": 128,
-       "model.context_length": 128, "model.dropout": 0.0, "optim.lr": 3e-3, "optim.warmup_steps": 60,
-       "train.batch_size": 8, "train.max_steps": 600, "train.eval_every": 150, "train.eval_batches": 40,
-       "finetune.lr": 1e-3, "finetune.epochs": 1, "finetune.fewshot_epochs": 20, "finetune.max_length": 64,
-       "finetune.pooling": "mean"}
+       "model.context_length": 128, "model.dropout": 0.0, "optim.lr": 3e-3, "optim.warmup_steps": 180,
+       "train.batch_size": 8, "train.max_steps": 1800, "train.eval_every": 450, "train.eval_batches": 40,
+       "finetune.lr": 2e-3, "finetune.epochs": 2, "finetune.steps": 300, "finetune.probe_steps": 200,
+       "finetune.max_length": 64, "finetune.pooling": "mean"}
 
 
 def test_the_seed_preset_is_the_seeds_config_and_the_dataclass_defaults():

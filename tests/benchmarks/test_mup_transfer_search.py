@@ -1,7 +1,7 @@
 """The μP-transfer benchmark's lr search: every line's optimum ends with a tried lr on either side, and the widest
 model is trained at the narrowest one's optimum; the --quick configuration runs the real code path.
 
-    pytest tests/test_mup_transfer_search.py
+    pytest tests/benchmarks/test_mup_transfer_search.py
 """
 from __future__ import annotations
 

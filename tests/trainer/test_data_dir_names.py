@@ -1,6 +1,6 @@
 """A bare --data name that is no hub dataset names a folder of GPTSWEEP_DATA_DIR (`--data gutenberg`).
 
-    pytest tests/test_data_dir_names.py
+    pytest tests/trainer/test_data_dir_names.py
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The scaling-fit benchmark: no run past one epoch, and the --quick configuration runs the real code path
 (grid, fit on the smaller runs, prediction of the held-out ones, the recommendation check).
 
-    pytest tests/test_scaling_fit_bench.py
+    pytest tests/benchmarks/test_scaling_fit_bench.py
 """
 from __future__ import annotations
 

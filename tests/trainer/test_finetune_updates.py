@@ -1,6 +1,6 @@
 """How long fine-tuning trains, by table size: one rule for the full and the few-shot head.
 
-    pytest tests/test_finetune_updates.py
+    pytest tests/trainer/test_finetune_updates.py
 """
 import numpy as np
 

@@ -1,6 +1,6 @@
 """μP's weight decay: a hidden matrix shrinks by the same lr·wd per step at every width (MuAdamW's rule).
 
-    pytest tests/test_mup_weight_decay.py
+    pytest tests/trainer/test_mup_weight_decay.py
 """
 from __future__ import annotations
 

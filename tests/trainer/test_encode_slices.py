@@ -1,6 +1,6 @@
 """Tokenizing a corpus in bounded slices: every document once, in order, the same tokens as one call.
 
-    pytest tests/test_encode_slices.py
+    pytest tests/trainer/test_encode_slices.py
 """
 from __future__ import annotations
 
