@@ -276,8 +276,10 @@ def validate(cfg: RunConfig) -> None:
          f"finetune.max_length={f.max_length} exceeds model.context_length={m.context_length}; "
          "lower finetune.max_length"),
         (f.pooling in ("last", "mean"), f"finetune.pooling={f.pooling!r}: use last or mean"),
-        (f.lr > 0 and f.epochs >= 0 and f.batch_size > 0 and f.max_length > 1 and f.fewshot_n > 0,
-         "finetune.lr, batch_size, max_length and fewshot_n must be positive"),
+        (0 < f.lr < math.inf and f.batch_size > 0 and f.max_length > 1 and f.fewshot_n > 0,
+         "finetune.lr (finite), batch_size, max_length and fewshot_n must be positive"),
+        (f.epochs >= 0 and f.fewshot_epochs >= 0,
+         f"finetune.epochs={f.epochs} and finetune.fewshot_epochs={f.fewshot_epochs} must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
