@@ -1,12 +1,15 @@
 """pytest tests/test_faults.py -m slow — faults a cluster job meets, on real processes: a SIGTERM to the sweep's
-whole process group (timeout, Slurm, Kubernetes), and a second sweep started in a folder where one runs.
+whole process group (timeout, Slurm, Kubernetes), sweeps started at once in one folder, a tracking server that is
+down when the sweep starts.
 
     pytest tests/test_faults.py -k group_sigterm
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,9 +68,61 @@ def test_a_group_sigterm_stops_the_sweep_like_ctrl_c_and_resume_finishes_it(tiny
     assert parent.info.status == "KILLED"
     assert [(c.info.status, c.data.tags["gptsweep.outcome"]) for c in children] == [("KILLED", "interrupted")]
 
+    other_data = subprocess.run(["bash", "-c", command.replace("bpe:300", "bpe:400")], capture_output=True,
+                                text=True, timeout=WAIT_S)
+    assert other_data.returncode == 2 and "--tokenizer bpe:300, not bpe:400" in other_data.stderr
+    assert len(other_data.stderr.strip().splitlines()) == 1, other_data.stderr
+
     resumed = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=WAIT_S)
     assert resumed.returncode == 0, resumed.stderr
     (parent,), after = runs(tmp_path)
     assert parent.info.status == "FINISHED"
     assert after[0].info.run_id == children[0].info.run_id  # continued, not started again
     assert [(c.info.status, c.data.tags["gptsweep.outcome"]) for c in after] == [("FINISHED", "completed")] * 2
+
+
+def short_sweep(corpus: Path, *extra: str) -> list[str]:
+    return ["--preset", "smoke", "--data", str(corpus), "--tokenizer", "bpe:300", "--finetune-train", "none",
+            "--num-samples", "1", "--set", "train.max_steps=30", "--set", "train.eval_every=10", *extra]
+
+
+@pytest.mark.slow
+def test_sweeps_started_at_once_in_one_folder_get_their_own_identity_or_are_refused(tiny_corpus, tmp_path):
+    """Two of one experiment and one of another, started together in a fresh folder (one mlflow.db, one optuna.db,
+    one ray_results): one of the first two is refused in one line, the other two run to the end, each with its own
+    Tune folder, MLflow parent and Optuna study; nobody dies on the fresh databases' migrations."""
+    same = [start_in_own_session(tmp_path, short_sweep(tiny_corpus), name) for name in ("a", "b")]
+    other = start_in_own_session(tmp_path, short_sweep(tiny_corpus, "--experiment", "other"), "c")
+    for sweep in (*same, other):
+        sweep.wait(timeout=WAIT_S)
+    errors = {name: (tmp_path / f"{name}.err").read_text() for name in ("a", "b", "c")}
+    assert sorted(s.returncode for s in same) == [0, 2] and other.returncode == 0, errors
+    refused = errors["ab"[[s.returncode for s in same].index(2)]].strip()
+    assert len(refused.splitlines()) == 1 and "another sweep of experiment 'lr_warmup' is running" in refused
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for experiment in ("lr_warmup", "other"):
+        found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+        parents = [r for r in found if r.data.tags.get("gptsweep.role") == "sweep"]
+        children = [r for r in found if r.data.tags.get("gptsweep.role") == "trial"]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 1
+        assert children[0].data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    assert len(list((tmp_path / "ray_results").glob("lr_warmup_*"))) == 1
+    assert len(list((tmp_path / "ray_results").glob("other_*"))) == 1
+    studies = subprocess.run([sys.executable, "-c", "import optuna, sys; print(len(optuna.get_all_study_names("
+                              f"'sqlite:///{tmp_path / 'optuna.db'}')))"], capture_output=True, text=True)
+    assert studies.stdout.strip() == "2", studies.stderr
+
+
+@pytest.mark.slow
+def test_a_tracking_server_down_at_the_start_is_not_bad_input_the_journal_holds_the_writes(tiny_corpus, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once the socket is closed
+    sweep = subprocess.run(SWEEP + short_sweep(tiny_corpus, "--search", "random", "--mlflow-uri", down),
+                           cwd=tmp_path, capture_output=True, text=True, timeout=WAIT_S,
+                           env={**os.environ, "GPTSWEEP_TRACKING_WAIT_S": "1"})
+    assert sweep.returncode == 0, sweep.stderr
+    assert "is unreachable" in sweep.stderr and "python -m sweeps.engine.sync" in sweep.stderr
+    (journal,) = (tmp_path / "ray_results").glob("lr_warmup_*/mlflow_journal.jsonl")
+    ops = [json.loads(line)["op"] for line in journal.read_text().splitlines()]
+    assert ops[0] == "sweep" and "result" in ops and ops[-1] == "end"

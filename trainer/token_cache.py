@@ -50,6 +50,8 @@ def damage(folder: Path) -> str | None:
     for name in ARRAYS:
         try:
             tokens = np.load(folder / f"{name}.npy", mmap_mode="r")
+        except FileNotFoundError:
+            return f"{name}.npy is missing"
         except (OSError, ValueError) as error:
             return f"{name}.npy is unreadable ({type(error).__name__})"
         if tokens.ndim != 1 or len(tokens) != counts[name]:
