@@ -58,7 +58,9 @@ def runs(folder: Path) -> tuple[list, list]:
 def test_a_group_sigterm_stops_the_sweep_like_ctrl_c_and_resume_finishes_it(tiny_corpus, tmp_path):
     sweep = start_in_own_session(tmp_path, sweep_flags(tiny_corpus))
     wait_for_checkpoint(tmp_path, sweep)
-    os.killpg(sweep.pid, signal.SIGTERM)  # what `timeout`, Slurm and `kill -TERM -- -PGID` do
+    # what `timeout` does (the process, then its whole group); Slurm and `kill -TERM -- -PGID` send the second
+    os.kill(sweep.pid, signal.SIGTERM)
+    os.killpg(sweep.pid, signal.SIGTERM)
     sweep.wait(timeout=WAIT_S)
     err = (tmp_path / "sweep.err").read_text()
     assert sweep.returncode == 128 + signal.SIGTERM, err
