@@ -128,3 +128,24 @@ def test_a_tracking_server_down_at_the_start_is_not_bad_input_the_journal_holds_
     (journal,) = (tmp_path / "ray_results").glob("lr_warmup_*/mlflow_journal.jsonl")
     ops = [json.loads(line)["op"] for line in journal.read_text().splitlines()]
     assert ops[0] == "sweep" and "result" in ops and ops[-1] == "end"
+
+
+def test_a_sigterm_sent_to_the_process_and_then_its_group_is_one_stop_request():
+    """`timeout` sends SIGTERM to the sweep and then to its group: Tune's graceful stop once, no 'stop at once'."""
+    from sweeps.engine.signals import StopOnSignal
+
+    requests = []
+    saved = signal.getsignal(signal.SIGUSR1)
+    try:
+        with StopOnSignal():
+            signal.signal(signal.SIGUSR1, lambda signum, frame: requests.append(signum))  # Tune's, in fit
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGTERM)
+            except KeyboardInterrupt:
+                pytest.fail("the repeated SIGTERM was taken for a second signal (stop at once)")
+            assert requests == [signal.SIGTERM]
+            with pytest.raises(KeyboardInterrupt):  # another signal still stops at once
+                os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGUSR1, saved)
