@@ -14,6 +14,8 @@ import re
 import socket
 from pathlib import Path
 
+from sweeps.engine.grow import origin_of
+from sweeps.engine.tracking.journal import Journal, journal_folder
 from trainer.cli import check_writable_folder
 from trainer.config import ConfigError, RunConfig, flatten
 from trainer.result_schema import sqlite_path
@@ -22,7 +24,7 @@ MAX_SEED = 2**32 - 1  # numpy's and Optuna's seeds
 URI_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")  # MLflow's stores
 URI_EXAMPLE = "use sqlite:////abs/path/mlflow.db (a file) or http://HOST:PORT (a tracking server)"
 ADDRESS_TIMEOUT_S = 5.0
-DATA_KEYS = ("data.source", "data.val_source", "data.tokenizer")  # what the driver's tokens are made from
+DATA_FLAGS = {"data.source": "--data", "data.val_source": "--val-data", "data.tokenizer": "--tokenizer"}
 
 
 def check_experiment(name: str) -> None:
@@ -85,16 +87,20 @@ def check_address(address: str | None) -> None:
 
 
 def check_resume_data(resume_path: Path, cfg: RunConfig) -> None:
-    """A resumed sweep's trials keep their data flags: the driver's tokens must be made the same way."""
-    recorded = next(iter(sorted(resume_path.glob("*/params.json"))), None)
-    if recorded is None:
-        return  # no trial started: nothing depends on the data yet
-    before, now = json.loads(recorded.read_text(encoding="utf-8")), flatten(cfg)
-    for key in DATA_KEYS:
-        if key in before and before[key] != now[key]:
-            flag = {"data.source": "--data", "data.val_source": "--val-data", "data.tokenizer": "--tokenizer"}[key]
-            raise ConfigError(f"--resume: {resume_path.name} was started with {flag} {before[key]}, not "
-                              f"{now[key]}; resume with the same data flags (or drop --resume to start a new sweep)")
+    """A resumed sweep's trials keep their data flags: the driver's tokens must be made the same way. The flags
+    the sweep started with are the params of its first journal line (sweeps.engine.tracking.journal)."""
+    journal = Journal(journal_folder(str(origin_of(resume_path))))
+    try:
+        first = journal.path.read_text(encoding="utf-8").split("\n", 1)[0]
+        before = json.loads(first)["params"] if first.strip() else {}
+    except (OSError, ValueError, KeyError):
+        return  # the sweep never got as far as tracking: nothing depends on its data yet
+    now = {k: str(v) for k, v in flatten(cfg).items() if v is not None}  # as the sweep logged its params
+    for key, flag in DATA_FLAGS.items():
+        if before.get(key) != now.get(key):
+            raise ConfigError(f"--resume: {resume_path.name} was started with {flag} {before.get(key, '(none)')}, "
+                              f"not {now.get(key, '(none)')}; resume with the same data flags (or drop --resume "
+                              "to start a new sweep)")
 
 
 def check_sweep_inputs(experiment: str, seed: int, storage: str, tracking_uri: str, address: str | None) -> None:
