@@ -8,6 +8,7 @@ A second signal stops at once, skipping the final save (the resume then starts f
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -126,9 +127,9 @@ def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, defa
 
 
 def launch(plan: SweepPlan) -> int:
-    with sweep_lock(plan.storage, plan.experiment), StopOnSignal() as stop:
+    with StopOnSignal() as stop, contextlib.ExitStack() as held:
         try:
-            return _launch(plan, stop)
+            return _launch(plan, stop, held)
         except KeyboardInterrupt:
             # Before any trial (nothing to resume) or a second signal (Tune skipped its final save).
             print(f"\nsweep stopped by {signal.Signals(stop.signum or signal.SIGINT).name}", file=sys.stderr)
@@ -155,7 +156,7 @@ def _set_up_tracking(plan: SweepPlan) -> None:
             raise
 
 
-def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
+def _launch(plan: SweepPlan, stop: StopOnSignal, held: contextlib.ExitStack) -> int:
     from trainer.data import prepare_corpus, prepare_finetune
 
     started = time.perf_counter()
@@ -164,6 +165,7 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     plan = dataclasses.replace(plan, cfg=with_vocab_size(plan.cfg, corpus.vocab_size))
     finetune_data = prepare_finetune(plan.cfg.data, tokenizer, plan.cfg.finetune.max_length)
     prepared = time.perf_counter() - started
+    held.enter_context(sweep_lock(plan.storage, plan.experiment))  # after the data: bad data leaves no folder
     from ray import tune  # (Ray's own modules are imported here, not in two threads at once)
 
     # Starting Ray takes ~2.5 s, of which 0.3 s on this CPU: the rest is waiting for its processes. Set up
