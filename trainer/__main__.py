@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from trainer.cli import ArgumentParser, add_config_args, config_from_args, exits_cleanly_on_bad_input
+from trainer.cli import (ArgumentParser, add_config_args, check_writable_folder, config_from_args,
+                         exits_cleanly_on_bad_input)
 from trainer.config import flatten, with_vocab_size
 from trainer.data import prepare_corpus, prepare_finetune
 from trainer.finetune import finetune_metrics
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     preset, cfg = config_from_args(args)
     out = Path(args.out).resolve()
+    check_writable_folder(out, "--out")  # before training: its results have nowhere else to go
 
     started = time.perf_counter()
     corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +59,23 @@ def check_data_sources(cfg: RunConfig) -> None:
     for spec in (cfg.data.source, cfg.data.val_source, cfg.data.finetune_train, cfg.data.finetune_test):
         if spec:
             available_splits(spec)
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """`folder` exists or can be made, and this user can write there: found out now, not after the run. Tried by
+    creating (and at once deleting) a file in it or in its nearest existing parent, which also catches read-only
+    mounts and the permissions that os.access does not see for root."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {folder}: {existing} is a file, not a folder; pass a folder path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{flag} {folder}: cannot write in {existing} ({error.strerror or error}); "
+                          "pass a folder you can write to") from None
 
 
 def default_tracking_uri() -> str:

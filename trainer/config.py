@@ -285,7 +285,7 @@ def validate(cfg: RunConfig) -> None:
          "lower finetune.max_length"),
         (f.pooling in ("last", "mean"), f"finetune.pooling={f.pooling!r}: use last or mean"),
         (0 < f.lr < math.inf and f.batch_size > 0 and f.max_length > 1 and f.fewshot_n > 0,
-         "finetune.lr, batch_size, max_length and fewshot_n must be positive (and lr finite)"),
+         "finetune.lr (finite), batch_size, max_length and fewshot_n must be positive"),
         (0 <= f.epochs < math.inf and f.steps >= 0 and f.probe_steps >= 0 and (f.epochs > 0 or f.steps > 0),
          f"finetune.epochs={f.epochs}, steps={f.steps} and probe_steps={f.probe_steps} must be >= 0, epochs and "
          "steps not both 0; "

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from trainer import token_cache
 from trainer.config import ConfigError, DataConfig
 from trainer.sources import available_splits, read_classification, read_documents, split_files
 from trainer.tokenizer import TextTokenizer, bpe_size, load_tokenizer
@@ -27,7 +29,7 @@ from trainer.tokenizer import TextTokenizer, bpe_size, load_tokenizer
 if TYPE_CHECKING:
     import torch
 
-FORMAT_VERSION = 1  # bump when document splitting or the cache layout changes: old caches then miss
+FORMAT_VERSION = 2  # bump when document splitting or the cache layout changes: old caches then miss
 # One encode_batch call takes at most this many documents and characters: enough for the Rust side's threads, and
 # memory stays flat. A corpus of 99 books (67.6 MB) in one call held all its 20M tokens as Python ints at once:
 # 2.8 GB resident; in slices of 4M characters the whole build (bpe:4096 trained, then tokenized) peaks at 1.1 GB.
@@ -150,7 +152,7 @@ def _build(root: Path, cfg: DataConfig, train_from: tuple[str, str], val_from: t
             meta[name] = {"from": where, "documents": len(docs), "tokens": len(tokens)}
         if bpe_size(cfg.tokenizer):  # the trained tokenizer lives with its tokens, so a rerun need not retrain
             (tmp / "tokenizer.json").write_text(tokenizer.to_json(), encoding="utf-8")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        token_cache.seal(tmp, meta)
         try:
             os.rename(tmp, root)
         except OSError:
@@ -175,7 +177,11 @@ def prepare_corpus(cfg: DataConfig, context_length: int) -> tuple[Corpus, TextTo
         "tokenizer_json": None if trained else hashlib.sha256(tokenizer.to_json().encode()).hexdigest(),
     }
     root = cache_dir() / hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
-    hit = (root / "meta.json").is_file()
+    damage = token_cache.damage(root) if root.is_dir() else None
+    if damage is not None:
+        print(f"token cache {root} failed its check ({damage}); rebuilding it", file=sys.stderr, flush=True)
+        shutil.rmtree(root, ignore_errors=True)
+    hit = root.is_dir()
     if not hit:
         _build(root, cfg, train_from, val_from, tokenizer)
     meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
@@ -187,7 +193,7 @@ def prepare_corpus(cfg: DataConfig, context_length: int) -> tuple[Corpus, TextTo
     t, v = meta["train"], meta["val"]
     summary = (f"data: train {t['tokens']:,} tokens, {t['from']}; val {v['tokens']:,} tokens, {v['from']}; "
                f"tokenizer {cfg.tokenizer} (vocab {tokenizer.vocab_size:,}); "
-               f"cache {'hit' if hit else 'written'}: {root}")
+               f"cache {'hit' if hit else 'rebuilt' if damage else 'written'}: {root}")
     return Corpus(train, val, tokenizer.vocab_size, tokenizer.eos_id, summary), tokenizer
 
 

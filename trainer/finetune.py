@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from trainer.config import FinetuneConfig, RunConfig
 from trainer.data import FinetuneData, fewshot_indices
-from trainer.loop import resolve_device
+from trainer.loop import resolve_device, use_threads
 from trainer.precision import resolve_precision
 from trainer.model import GPT, GPTClassifier
 
@@ -131,7 +131,10 @@ def finetune_metrics(pretrained: GPT, data: FinetuneData, cfg: FinetuneConfig, s
 def scratch_metrics(cfg: RunConfig, vocab_size: int, data: FinetuneData) -> dict[str, float]:
     """`finetune_acc_scratch` and `finetune_acc_fewshot_scratch`: cfg's fine-tuning recipe on a GPT of cfg's shape
     that was never pretrained. Its weights are the ones a trial of cfg starts pretraining from (same seed, same
-    init), so the difference to the trial's finetune_acc is what pretraining bought."""
+    init), so the difference to the trial's finetune_acc is what pretraining bought. It runs on the trials' threads
+    (train.threads): torch's default, every core, is several times slower beside busy processes, and its score
+    would depend on the thread count."""
+    use_threads(cfg.train)
     torch.manual_seed(cfg.train.seed)
     device = resolve_device(cfg.train)
     model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab_size)).to(device)

@@ -69,6 +69,13 @@ def make_optimizer(model: GPT, optim: OptimConfig, device: torch.device) -> torc
     return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), fused=fused, foreach=not fused)
 
 
+def use_threads(train: TrainConfig) -> None:
+    """The run's torch thread rule: train.threads intra-op threads (a sweep sets one per reserved core, so that
+    concurrent trials, and the driver beside them, do not fight over the cores); 0 keeps torch's default."""
+    if train.threads > 0:
+        torch.set_num_threads(train.threads)
+
+
 def resolve_device(train: TrainConfig) -> torch.device:
     if train.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,8 +96,7 @@ class Pretrainer:
             raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} but the corpus was tokenized into "
                               f"{corpus.vocab_size} ids; build the config with trainer.config.with_vocab_size")
         self.cfg, self.corpus, self.tokenizer = cfg, corpus, tokenizer
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        use_threads(cfg.train)
         torch.manual_seed(cfg.train.seed)
         self.device = resolve_device(cfg.train)
         warn_if_emulated(cfg.train.precision, self.device)
@@ -190,13 +196,19 @@ class Pretrainer:
                 "lr": lr_at(self.step - 1, self.cfg.optim, self.cfg.train.max_steps),
                 "tokens_per_s": tokens / max(train_time, 1e-9)}
 
+    def weights_finite(self) -> bool:
+        """False once any parameter holds inf or NaN: a loss can stay finite for a while after that (the broken
+        rows are not in the batch), but sampling from such a model raises."""
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
     def _eval_record(self, metrics: dict[str, float], diverged: bool) -> EvalRecord:
-        if diverged:
+        eval_started = time.perf_counter()
+        measured = {} if diverged or not self.weights_finite() else self.evaluate()
+        if not math.isfinite(measured.get("val_loss", math.nan)):
             metrics.update(val_loss=DIVERGED_LOSS, val_ppl=DIVERGED_PPL, val_bpb=DIVERGED_LOSS, val_acc=0.0,
                            diverged=1.0)
             return EvalRecord(metrics)
-        eval_started = time.perf_counter()
-        metrics.update(self.evaluate(), diverged=0.0)
+        metrics.update(measured, diverged=0.0)
         record = EvalRecord(metrics, self.sample())
         # What measuring costs (the cpu preset's full validation split costs ~12 training steps):
         # shown so a sweep's overhead can be told apart from its evaluation.
@@ -210,9 +222,10 @@ class Pretrainer:
 
         on_progress gets step, train_loss (mean over the steps since its last call), lr and tokens_per_s every
         progress_every_s seconds between evals, never at an eval step: cheap, no validation, for watching.
-        A non-finite training loss ends the run at once with val_loss = DIVERGED_LOSS and `diverged` = 1. A run
-        loaded from a checkpoint of its end (saved but not yet taken by Tune when a crash or an interrupt hit)
-        reports that end again instead of returning silently with an older result as the caller's last.
+        A non-finite training loss ends the run at once with val_loss = DIVERGED_LOSS and `diverged` = 1, and so do
+        weights or a validation loss found non-finite at an eval. A run loaded from a checkpoint of its end (saved
+        but not yet taken by Tune when a crash or an interrupt hit) reports that end again instead of returning
+        silently with an older result as the caller's last.
         """
         t = self.cfg.train
         last = self.history[-1] if self.history else None
@@ -242,6 +255,7 @@ class Pretrainer:
             diverged = not math.isfinite(loss)
             if diverged or self.step % t.eval_every == 0 or self.step == t.max_steps:
                 record = self._eval_record(self._train_metrics(losses, train_time), diverged)
+                diverged = bool(record.metrics["diverged"])  # also: weights or validation loss went non-finite
                 device_s += train_time
                 record.metrics.update(self.ledger.at(self.step, wall_s + time.perf_counter() - wall_from, device_s))
                 self.history.append(record.metrics)

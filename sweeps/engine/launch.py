@@ -8,6 +8,7 @@ A second signal stops at once, skipping the final save (the resume then starts f
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -17,8 +18,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from sweeps.engine.console_text import browse_hint, error_line
 from sweeps.engine.plan import REDUCTION_FACTOR, SearchSpace, SweepPlan, make_plan
 from sweeps.engine.signals import StopOnSignal
+from sweeps.engine.sweep_lock import schema_lock, sweep_lock
 from trainer.cli import exits_cleanly_on_bad_input
 from trainer.config import ConfigError, config_from_params, with_vocab_size
 from trainer.telemetry import disable_telemetry
@@ -43,7 +46,8 @@ def _search_algorithm(plan: SweepPlan, study_name: str, sweep_path: str, seed: i
     if plan.search == "optuna":
         from sweeps.engine.searcher import optuna_search, study_storage
 
-        return optuna_search(seed, num_samples, study_storage(plan.tracking_uri, sweep_path), study_name)
+        with schema_lock(plan.tracking_uri):  # optuna.db beside mlflow.db: one process creates its tables
+            return optuna_search(seed, num_samples, study_storage(plan.tracking_uri, sweep_path), study_name)
     # An explicit generator ignores TuneConfig.max_concurrent_trials (Tune only warns): give it the limit itself.
     return tune.search.BasicVariantGenerator(random_state=seed, max_concurrent=plan.max_concurrent)
 
@@ -87,6 +91,8 @@ def _auth_refusal(error: BaseException | None) -> str | None:
 def _start_ray(plan: SweepPlan) -> None:
     import ray
 
+    from sweeps.engine.ray_session import ray_processes_in_own_session
+
     # Ray 2.60 binds its GCS, raylet and workers to every interface (it has no loopback-only setting), so a local
     # sweep relies on Ray's default for a new local cluster, token authentication: only clients holding
     # ~/.ray/auth_token may submit work. Its "token authentication is enabled" notice on every start is not
@@ -95,8 +101,9 @@ def _start_ray(plan: SweepPlan) -> None:
     if not ray.is_initialized():  # a notebook or test that already started Ray keeps its instance
         try:
             # "local": a new cluster of this sweep's own; None would join any local one found in /tmp/ray.
-            ray.init(address=plan.address or "local", include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False)
+            with ray_processes_in_own_session():  # a group SIGTERM then reaches only this driver
+                ray.init(address=plan.address or "local", include_dashboard=False, logging_level=logging.ERROR,
+                         log_to_driver=False)
         except Exception as error:
             refusal = _auth_refusal(error)
             if plan.address is None or refusal is None:
@@ -120,9 +127,9 @@ def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, defa
 
 
 def launch(plan: SweepPlan) -> int:
-    with StopOnSignal() as stop:
+    with StopOnSignal() as stop, contextlib.ExitStack() as held:
         try:
-            return _launch(plan, stop)
+            return _launch(plan, stop, held)
         except KeyboardInterrupt:
             # Before any trial (nothing to resume) or a second signal (Tune skipped its final save).
             print(f"\nsweep stopped by {signal.Signals(stop.signum or signal.SIGINT).name}", file=sys.stderr)
@@ -135,16 +142,21 @@ def _set_up_tracking(plan: SweepPlan) -> None:
     import sweeps.engine.trainable  # noqa: F401  (torch and Ray Tune)
     from mlflow.tracking import MlflowClient
 
-    from sweeps.engine.tracking.journal import CLIENT_ENV
+    from sweeps.engine.tracking.journal import CLIENT_ENV, is_unreachable
     from sweeps.engine.tracking.writer import ensure_experiment
 
     for key, value in CLIENT_ENV.items():  # fail fast on a server that is down: the journal retries instead
         os.environ.setdefault(key, value)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "creating database tables" on every first run
-    ensure_experiment(MlflowClient(plan.tracking_uri), plan.experiment)
+    try:
+        with schema_lock(plan.tracking_uri):  # two sweeps starting on one fresh database: one migrates it
+            ensure_experiment(MlflowClient(plan.tracking_uri), plan.experiment)
+    except Exception as error:  # a server that is down at the start: the journal holds the writes meanwhile
+        if not is_unreachable(error):
+            raise
 
 
-def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
+def _launch(plan: SweepPlan, stop: StopOnSignal, held: contextlib.ExitStack) -> int:
     from trainer.data import prepare_corpus, prepare_finetune
 
     started = time.perf_counter()
@@ -153,6 +165,7 @@ def _launch(plan: SweepPlan, stop: StopOnSignal) -> int:
     plan = dataclasses.replace(plan, cfg=with_vocab_size(plan.cfg, corpus.vocab_size))
     finetune_data = prepare_finetune(plan.cfg.data, tokenizer, plan.cfg.finetune.max_length)
     prepared = time.perf_counter() - started
+    held.enter_context(sweep_lock(plan.storage, plan.experiment))  # after the data: bad data leaves no folder
     from ray import tune  # (Ray's own modules are imported here, not in two threads at once)
 
     # Starting Ray takes ~2.5 s, of which 0.3 s on this CPU: the rest is waiting for its processes. Set up
@@ -194,7 +207,7 @@ def exit_code(results) -> int:
     if any(r.error is None and r.metrics for r in results):
         return 0
     first = next((r.error for r in results if r.error is not None), None)
-    reason = f"{type(first).__name__}: {str(first).splitlines()[0] if str(first) else ''}" if first else "none ran"
+    reason = error_line(first) if first is not None else "none ran"
     print(f"error: no trial produced a result ({len(results)} trials, first error {reason}); "
           f"see {results.experiment_path}", file=sys.stderr)
     return 1
@@ -285,8 +298,7 @@ def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float, s
     from sweeps.engine.tracking.writer import sweep_urls
 
     urls = sweep_urls(plan.tracking_uri, plan.experiment, sweep_path)
-    print(f"MLflow: {plan.tracking_uri}  (browse: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui "
-          f"--backend-store-uri {plan.tracking_uri} --host 127.0.0.1 --workers 1)")
+    print(f"MLflow: {plan.tracking_uri}  ({browse_hint(plan.tracking_uri)})")
     if urls:
         print(f"  the sweeps (+ on a row shows its trials): {urls[0]}\n  this sweep's page: {urls[1]}")
     print(f"Tune results: {results.experiment_path}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from sweeps.engine.flags import parse_args, resume_command
+from sweeps.engine.preflight import check_resume_data, check_sweep_inputs
 from trainer.cli import config_from_args, default_tracking_uri
 from trainer.config import ConfigError, RunConfig, config_from_params, flatten, gpu_count
 
@@ -178,12 +179,17 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
     dims = space(cfg)
     check_space(cfg, dims)
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
+    tracking_uri = args.mlflow_uri or default_tracking_uri()
+    check_sweep_inputs(args.experiment, args.seed, storage, tracking_uri, args.address)
+    resume_path = latest_sweep(Path(storage), args.experiment) if args.resume else None
+    if resume_path is not None:
+        check_resume_data(resume_path, cfg)
     return SweepPlan(
         experiment=args.experiment, preset=preset, cfg=cfg, search=args.search,
         scheduler=args.scheduler or ("fifo" if args.search == "grid" else "asha"),
         num_samples=args.num_samples or (1 if args.search == "grid" else budget.num_samples),
         dims=dims, cpus_per_trial=cpus, gpus_per_trial=gpus, max_concurrent=concurrent,
         grace_steps=grace_steps(cfg.train.max_steps, budget.grace_fraction), max_failures=budget.max_failures,
-        storage=storage, tracking_uri=args.mlflow_uri or default_tracking_uri(), address=args.address,
-        seed=args.seed, resume_path=latest_sweep(Path(storage), args.experiment) if args.resume else None,
+        storage=storage, tracking_uri=tracking_uri, address=args.address,
+        seed=args.seed, resume_path=resume_path,
         resume_command=resume_command(name, argv), grow_to=args.num_samples if args.resume else None)

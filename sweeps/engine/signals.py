@@ -7,11 +7,15 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
+
+ECHO_S = 2.0  # a SIGTERM this soon after the first is the same stop request, sent to the process and its group
 
 
 class StopOnSignal:
     """SIGINT and SIGTERM both become Tune's own graceful stop (which it offers on SIGINT and SIGUSR1) while
-    `fit` runs; before Tune has installed its handler, and on a second signal, they raise KeyboardInterrupt."""
+    `fit` runs; before Tune has installed its handler, and on a second signal, they raise KeyboardInterrupt. A
+    SIGTERM repeated within ECHO_S is not a second signal."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -35,11 +39,13 @@ class StopOnSignal:
                 signal.signal(s, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
+        if signum == signal.SIGTERM == self.signum and time.monotonic() - self._first_at < ECHO_S:
+            return  # the same request again: `timeout` signals the process, then its whole group
         tune_handler = signal.getsignal(signal.SIGUSR1)
         if self.signum is not None or not callable(tune_handler) or tune_handler is self._saved[signal.SIGUSR1]:
-            self.signum = self.signum or signum
+            self.signum, self._first_at = self.signum or signum, time.monotonic()
             raise KeyboardInterrupt  # a second signal, or Tune not running yet: stop now
-        self.signum = signum
+        self.signum, self._first_at = signum, time.monotonic()
         # os.write, not print: a handler that prints while the main thread prints raises "reentrant call".
         os.write(2, f"\n{signal.Signals(signum).name}: stopping the trials and saving the sweep's state "
                     "(send it again to stop at once)\n".encode())

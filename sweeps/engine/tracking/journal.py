@@ -11,6 +11,7 @@ by its end is applied by `python -m sweeps.engine.sync`, by a `--resume` of the 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -70,6 +71,13 @@ def is_unreachable(error: Exception) -> bool:
                             "503", "502", "504", "Remote end closed"))
 
 
+def is_disk_full(error: Exception) -> bool:
+    """The tracking store's disk is full (SQLite says so in words; artifacts fail with ENOSPC): the line waits
+    in the journal like it does for a server that is down, and goes in once there is room."""
+    return getattr(error, "errno", None) == errno.ENOSPC or "disk is full" in str(error) or \
+        "No space left on device" in str(error)
+
+
 class Outbox:
     """The journal's pending lines, applied in order by `writer`; never blocks on a server that is down."""
 
@@ -90,7 +98,7 @@ class Outbox:
             try:
                 self.writer.apply(self.queue[0])
             except Exception as error:
-                if not is_unreachable(error):
+                if not (is_unreachable(error) or is_disk_full(error)):
                     raise
                 self._unreachable(error)
                 return False
@@ -112,5 +120,6 @@ class Outbox:
         self.wait_s = min(self.wait_s * 2, MAX_WAIT_S)
         if not self.warned:
             self.warned = True
-            print(f"MLflow at {self.tracking_uri} is unreachable ({type(error).__name__}); the trials go on and "
+            problem = "has no disk space left" if is_disk_full(error) else "is unreachable"
+            print(f"MLflow at {self.tracking_uri} {problem} ({type(error).__name__}); the trials go on and "
                   f"their results wait in {self.journal.path}", file=sys.stderr, flush=True)
