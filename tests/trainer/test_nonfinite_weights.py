@@ -1,7 +1,7 @@
-"""pytest tests/test_nonfinite_weights.py — weights that went inf/NaN while the training loss was still finite end
+"""pytest tests/trainer/test_nonfinite_weights.py — weights that went inf/NaN while the training loss was still finite end
 the run as diverged (a result, ranked last), not as an error from sampling a broken model.
 
-    pytest tests/test_nonfinite_weights.py -q
+    pytest tests/trainer/test_nonfinite_weights.py -q
 """
 from __future__ import annotations
 

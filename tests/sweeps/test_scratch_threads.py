@@ -1,8 +1,8 @@
-"""pytest tests/test_scratch_threads.py — the sweep's scratch baseline keeps the trials' thread rule (train.threads),
+"""pytest tests/sweeps/test_scratch_threads.py — the sweep's scratch baseline keeps the trials' thread rule (train.threads),
 not torch's default of every core, which made it several times slower beside busy trials and its score depend on
 the machine's thread count.
 
-    pytest tests/test_scratch_threads.py -q
+    pytest tests/sweeps/test_scratch_threads.py -q
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""pytest tests/test_cache_check.py — a damaged token cache is found by its own check and rebuilt, saying so once.
+"""pytest tests/trainer/test_cache_check.py — a damaged token cache is found by its own check and rebuilt, saying so once.
 
-    pytest tests/test_cache_check.py -q
+    pytest tests/trainer/test_cache_check.py -q
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""pytest tests/test_faults.py -m slow — faults a cluster job meets, on real processes: a SIGTERM to the sweep's
+"""pytest tests/sweeps/test_faults.py -m slow — faults a cluster job meets, on real processes: a SIGTERM to the sweep's
 whole process group (timeout, Slurm, Kubernetes), sweeps started at once in one folder, a tracking server that is
 down when the sweep starts.
 
-    pytest tests/test_faults.py -k group_sigterm
+    pytest tests/sweeps/test_faults.py -k group_sigterm
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""pytest tests/test_late_bad_input.py — inputs that were found wrong only after Ray started (or after training) are
+"""pytest tests/sweeps/test_late_bad_input.py — inputs that were found wrong only after Ray started (or after training) are
 refused in one line, exit 2, before anything is written; and the smaller faults of the same kind.
 
-    pytest tests/test_late_bad_input.py -q
+    pytest tests/sweeps/test_late_bad_input.py -q
 """
 from __future__ import annotations
 
