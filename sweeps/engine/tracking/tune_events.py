@@ -20,6 +20,7 @@ from ray import tune
 
 from sweeps.engine.tracking import run_page as mlflow_view
 from sweeps.engine.tracking.journal import Journal, Outbox, journal_folder
+from sweeps.engine.tracking.model_artifacts import trial_model_dir
 from sweeps.engine.tracking.writer import MlflowWriter, find_sweep_run
 from trainer import result_schema as R
 from trainer.config import config_from_params, flatten
@@ -115,6 +116,7 @@ class MLflowTracking(tune.Callback):
         self._ended.add(trial.trial_id)
         self._outbox.send({"op": "finish", "trial_id": trial.trial_id, "outcome": outcome, "title": str(trial),
                            "node_id": (trial.last_result or {}).get("node_id"),
+                           "model_dir": trial_model_dir(trial, outcome, self._outbox.journal.path.parent),
                            "config": flatten(config_from_params(trial.config))})
 
     def on_experiment_end(self, trials, **info) -> None:
