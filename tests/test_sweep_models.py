@@ -47,7 +47,7 @@ def test_the_best_trial_logs_a_safetensors_model_that_generate_and_transformers_
     trials = {r.data.tags[R.OUTCOME]: r.info.run_id for r in runs if r.data.tags.get(R.ROLE) == R.ROLE_TRIAL}
     assert sorted(trials) == [R.COMPLETED, R.DIVERGED]
     best_uri = f"runs:/{trials[R.COMPLETED]}/model"
-    assert parent.data.tags[R.BEST_MODEL_URI] == best_uri
+    assert parent.data.tags[R.BEST_MODEL_URI] == best_uri and best_uri in parent.data.tags["mlflow.note.content"]
     assert f"best model: {best_uri}" in console and "registered: models:/tiny_best/1" in console
     files = {f.path for f in client.list_artifacts(trials[R.COMPLETED], "model")}
     assert files == {"model/model.safetensors", "model/config.json", "model/tokenizer.json"}  # no pickle

@@ -116,8 +116,9 @@ def load_model_folder(folder: Path) -> SavedModel:
     try:
         missing, unexpected = model.load_state_dict(_read_weights(folder / WEIGHTS), strict=False)
     except RuntimeError as error:  # a tensor of another shape
-        raise ConfigError(f"{folder / WEIGHTS} does not fit {folder / CONFIG} "
-                          f"({str(error).strip().splitlines()[-1].strip()}); the folder mixes files of different runs") from None
+        reason = str(error).strip().splitlines()[-1].strip()
+        raise ConfigError(f"{folder / WEIGHTS} does not fit {folder / CONFIG} ({reason}); the folder mixes files "
+                          "of different runs") from None
     missing = [name for name in missing if name != TIED]
     if missing or unexpected:
         raise ConfigError(f"{folder / WEIGHTS} does not fit {folder / CONFIG}: missing {missing[:3]}, "

@@ -1,6 +1,7 @@
 """The sweep's best model in its summary, and in MLflow's model registry with `--register NAME`.
 
-    python sweeps/lr_warmup.py --register lr_warmup_best      (then: python -m trainer.generate models:/lr_warmup_best/1)
+    python sweeps/lr_warmup.py --register lr_warmup_best
+    python -m trainer.generate models:/lr_warmup_best/1 --prompt "The"      (the registered version, later)
 
 `--register NAME` adds the best trial's model folder to MLflow's model registry as a new version of NAME: a model
 version whose source is the run's `model/` artifacts (MLflow's `register_model` wants an MLmodel file or a logged
