@@ -90,6 +90,18 @@ def test_sampling_from_the_single_most_likely_token_is_greedy(model_dir, capsys)
     assert greedy == top1 == nucleus
 
 
+def test_the_continuation_ends_at_the_end_of_text_token(smoke_trainer, tmp_path, capsys):
+    trainer = smoke_trainer(**{"model.context_length": 32})
+    model, eos = trainer.model, trainer.tokenizer.eos_id
+    with torch.no_grad():  # every position's final state is the end-of-text token's embedding: it always comes next
+        model.tok_emb.weight[eos] = 0.0
+        model.tok_emb.weight[eos, 0] = 50.0
+        model.ln_f.weight.zero_()
+        model.ln_f.bias.copy_(model.tok_emb.weight[eos])
+    folder = save_model_folder(tmp_path / "model", model, trainer.cfg, trainer.tokenizer)
+    assert generate(capsys, str(folder), "--prompt", "The old cat", "--seed", "0")[1] == "The old cat\n"
+
+
 def _not_a_folder(model_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     return [str(tmp_path / "empty"), "--prompt", "The"], "not a model folder"
