@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     parser = ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
     add_config_args(parser, finetune_default=None)
-    parser.add_argument("--out", required=True, help="folder for config.json and metrics.json")
+    parser.add_argument("--out", required=True, help="folder for config.json, metrics.json and model/")
     args = parser.parse_args(argv)
     preset, cfg = config_from_args(args)
     out = Path(args.out).resolve()

@@ -6,7 +6,8 @@ Only the driver writes to MLflow (SQLite dislikes concurrent writers). The callb
 journal lines (sweeps.engine.tracking.journal) that sweeps.engine.tracking.writer applies in order; while the tracking server is down the
 lines wait in the sweep's folder and the trials keep training. Child outcome tags: completed (FINISHED), pruned
 by ASHA (KILLED), diverged or error (FAILED), interrupted (KILLED until the sweep is resumed). The parent is
-FINISHED, or KILLED while an interrupted sweep awaits --resume.
+FINISHED, or KILLED while an interrupted sweep awaits --resume. A completed trial's model folder, found in its last
+checkpoint, is logged to its run under model/ (sweeps.engine.tracking.model_artifacts).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Applies one journal line of a sweep to MLflow: the parent run, a trial's child run, its metrics and its end.
+"""Applies one journal line of a sweep to MLflow: the parent run, a trial's child run, its metrics and its end
+(with its model folder, sweeps.engine.tracking.model_artifacts).
 
     python -m sweeps.engine.sync --sweep PATH       (and every sweep's tracking callback, live)
 
