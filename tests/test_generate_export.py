@@ -10,10 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from trainer.config import build_config, with_vocab_size
 from trainer.export import main as export_main
 from trainer.generate import continue_text
 from trainer.generate import main as generate_main
+from trainer.model import GPT
 from trainer.model_folder import load_model_folder, save_model_folder
+from trainer.tokenizer import load_tokenizer
 
 PROMPTS = ("The old cat", "A quiet river near the town", "Every child found")
 
@@ -61,6 +64,17 @@ def test_the_export_loads_in_transformers_with_our_logits_and_greedy_text(smoke_
             continuation = continuation[:continuation.index(hf_tokenizer.eos_token_id)]
         hf_text = hf_tokenizer.decode(ids[0].tolist() + continuation)
         assert continue_text(ours, prompt, new, temperature=0.0) == hf_text
+
+
+def test_the_gpt2_tokenizer_exports_with_the_same_ids(shared_data, tmp_path):
+    gpt2 = load_tokenizer("gpt2")
+    cfg = with_vocab_size(build_config("smoke", {"data.tokenizer": "gpt2"}), gpt2.vocab_size)
+    folder = save_model_folder(tmp_path / "model", GPT(cfg.model), cfg, gpt2)
+    assert export_main([str(folder), "--hf", str(tmp_path / "hf")]) == 0
+    hf_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for text in ("The history of Ünïcode", " a leading space", "one<|endoftext|>two", "In 1998 , the"):
+        assert hf_tokenizer(text).input_ids == gpt2.encode(text) and hf_tokenizer.decode(gpt2.encode(text)) == text
+    assert hf_tokenizer.eos_token_id == gpt2.eos_id
 
 
 def test_the_export_refuses_an_occupied_folder_and_writes_nothing_for_a_bad_model(model_dir, tmp_path, capsys):

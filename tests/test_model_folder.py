@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from trainer.__main__ import main as train_main
+from trainer.model import GPT
 from trainer.model_folder import MODEL_FILES, load_model_folder, save_model_folder
 from trainer.tokenizer import load_tokenizer
 
@@ -50,8 +51,6 @@ def test_the_gpt2_tokenizer_travels_in_the_folder(shared_data, smoke_trainer, tm
     gpt2 = load_tokenizer("gpt2")
     cfg = trainer.cfg
     cfg.data.tokenizer, cfg.model.vocab_size = "gpt2", gpt2.vocab_size
-    from trainer.model import GPT
-
     folder = save_model_folder(tmp_path / "model", GPT(cfg.model), cfg, gpt2)
     saved = load_model_folder(folder)
     text = "The history of Ünïcode, 1998 <|endoftext|> next"
