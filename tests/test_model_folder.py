@@ -57,6 +57,14 @@ def test_the_gpt2_tokenizer_travels_in_the_folder(shared_data, smoke_trainer, tm
     assert saved.tokenizer.encode(text) == gpt2.encode(text) and saved.tokenizer.vocab_size == 50257
 
 
+def test_a_model_trained_on_a_gpu_loads_on_a_machine_without_one(smoke_trainer, tmp_path):
+    trainer = smoke_trainer()
+    trainer.cfg.train.device = "cuda:3"  # as config.json records a GPU trial's run
+    folder = save_model_folder(tmp_path / "model", trainer.model, trainer.cfg, trainer.tokenizer)
+    assert json.loads((folder / "config.json").read_text())["train.device"] == "cuda:3"
+    assert load_model_folder(folder).cfg.train.device == "cpu"
+
+
 def test_saving_again_replaces_the_folder_and_leaves_no_partial_one(smoke_trainer, tmp_path):
     trainer = smoke_trainer()
     folder = tmp_path / "out" / "model"

@@ -17,7 +17,8 @@ class _Trial(SimpleNamespace):
     """What MLflowTracking reads of a Tune Trial."""
 
     def __init__(self, trial_id: str, **config):
-        super().__init__(trial_id=trial_id, config={**flatten(build_config("smoke")), **config}, status="RUNNING", last_result={})
+        super().__init__(trial_id=trial_id, config={**flatten(build_config("smoke")), **config}, status="RUNNING", last_result={},
+                         checkpoint=None)
 
     def __str__(self) -> str:
         return self.trial_id
@@ -79,7 +80,8 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
 def test_every_mlflow_ui_command_binds_to_localhost(capsys):
     from sweeps.engine.launch import _print_summary
 
-    plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", experiment="exp", dims={"optim.lr": None})
+    plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", experiment="exp", dims={"optim.lr": None},
+                           register=None)
     _print_summary(plan, _NoResults(), wall_s=1.0, prepared_s=0.1, sweep_path="/tmp/x/ray_results/exp_1")
     summary = capsys.readouterr().out
     texts = {"sweep summary": summary}

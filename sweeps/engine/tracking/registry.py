@@ -40,6 +40,9 @@ def register_model(client: MlflowClient, uri: str, name: str) -> str:
 def best_model_lines(tracking_uri: str, experiment: str, sweep_path: str, register: str | None) -> list[str]:
     """What the sweep's summary says of its best model: its URI, how to sample it and, with --register, the
     registered version (or why there is none)."""
+    database = R.sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():
+        return []  # nothing was written there (and a client would create an empty database)
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     try:
         found = client.get_experiment_by_name(experiment)
