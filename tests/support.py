@@ -89,7 +89,7 @@ class TuneTrial(SimpleNamespace):
 
     def __init__(self, trial_id: str, **config):
         super().__init__(trial_id=trial_id, config={**flatten(build_config("smoke")), **config}, status="RUNNING",
-                         last_result={})
+                         last_result={}, checkpoint=None)
 
     def __str__(self) -> str:
         return self.trial_id

@@ -6,7 +6,8 @@
 Writes OUT/config.json (the flattened config), OUT/metrics.json (final values under the metric names
 train_loss, val_loss, val_ppl, val_bpb, val_acc, lr, tokens_per_s, finetune_acc, finetune_acc_fewshot, and the
 corpus's floors floor_{uniform,unigram,bigram} in nats per token and as *_bpb in bits per byte),
-OUT/history.json (the metrics of every eval) and OUT/samples.txt (completions at the last eval).
+OUT/history.json (the metrics of every eval), OUT/samples.txt (completions at the last eval) and OUT/model/, the
+trained model (trainer/model_folder.py; not for a diverged run, nor with --set train.save_model=false).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from trainer.data import prepare_corpus, prepare_finetune
 from trainer.finetune import finetune_metrics
 from trainer.floors import loss_floors
 from trainer.loop import Pretrainer
+from trainer.model_folder import MODEL_DIR, save_model_folder
 from trainer.telemetry import disable_telemetry
 
 
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     disable_telemetry()
     parser = ArgumentParser(prog="python -m trainer", description=__doc__.split("\n")[0])
     add_config_args(parser, finetune_default=None)
-    parser.add_argument("--out", required=True, help="folder for config.json and metrics.json")
+    parser.add_argument("--out", required=True, help="folder for config.json, metrics.json and model/")
     args = parser.parse_args(argv)
     preset, cfg = config_from_args(args)
     out = Path(args.out).resolve()
@@ -56,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "history.json").write_text(json.dumps(trainer.history, indent=2) + "\n")  # every eval's metrics
     (out / "samples.txt").write_text("\n\n".join(record.samples) + "\n")
+    if cfg.train.save_model and not metrics.get("diverged"):
+        save_model_folder(out / MODEL_DIR, trainer.model, cfg, tokenizer)
     shown = " ".join(f"{k}={metrics[k]:.4g}" for k in ("val_loss", "val_ppl", "val_bpb", "floor_bigram_bpb",
                                                         "val_acc", "tokens_per_s",
                                                         "finetune_acc", "finetune_acc_fewshot") if k in metrics)

@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int = 0  # torch intra-op threads on CPU; 0 leaves torch's default
+    save_model: bool = True  # write the final model folder (trainer/model_folder.py); false skips it
 
 
 @dataclass

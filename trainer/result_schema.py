@@ -64,6 +64,8 @@ TRIAL_ID, OUTCOME, NODE_ID = "gptsweep.trial_id", "gptsweep.outcome", "gptsweep.
 RESTARTS, RESUMED_FROM_STEP = "gptsweep.restarts", "gptsweep.resumed_from_step"
 BEST_TRIAL_ID, BEST_PREFIX = "gptsweep.best_trial_id", "best."
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own nesting tag
+# On the parent: `runs:/RUN_ID/model`, the best trial's model folder (sweeps.engine.tracking.registry).
+BEST_MODEL_URI = "gptsweep.best_model_uri"
 
 
 # Where a sweep's records live, for the sweep that writes them and the report that reads them.

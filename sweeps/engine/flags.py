@@ -31,6 +31,8 @@ def parse_args(name: str, argv: list[str] | None, default_search: str) -> argpar
     parser.add_argument("--resume", action="store_true",
                         help="continue the latest sweep of this experiment (after Ctrl+C/SIGTERM or a crash)")
     parser.add_argument("--seed", type=int, default=0, help="searcher and training seed")
+    parser.add_argument("--register", default=None, metavar="NAME",
+                        help="add the best trial's model to MLflow's model registry as a new version of NAME")
     return parser.parse_args(argv)
 
 

@@ -295,8 +295,11 @@ def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float, s
         extra = "".join(f", {k}={best.metrics[k]:.3f}" for k in ("finetune_acc", "finetune_acc_fewshot")
                         if k in best.metrics)
         print(f"best trial: {chosen}: val_ppl={best.metrics['val_ppl']:.1f}{extra}")
+    from sweeps.engine.tracking.registry import best_model_lines
     from sweeps.engine.tracking.writer import sweep_urls
 
+    for line in best_model_lines(plan.tracking_uri, plan.experiment, sweep_path, plan.register):
+        print(line)
     urls = sweep_urls(plan.tracking_uri, plan.experiment, sweep_path)
     print(f"MLflow: {plan.tracking_uri}  ({browse_hint(plan.tracking_uri)})")
     if urls:

@@ -9,6 +9,7 @@ import argparse
 import itertools
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -84,6 +85,7 @@ class SweepPlan:
     resume_path: Path | None
     resume_command: str  # what to type to continue this sweep after an interrupt
     grow_to: int | None = None  # --resume --num-samples N: grow the finished sweep to N trials
+    register: str | None = None  # --register NAME: the registered model the best trial's model becomes a version of
 
     @property
     def time_attr(self) -> str:
@@ -176,6 +178,9 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
                           "give e.g. --gpus-per-trial 0.25, or --set train.device=auto")
     if gpus == 0:  # one torch thread per reserved core, or concurrent trials fight over the cores
         cfg.train.threads = max(1, int(cpus))
+    if args.register is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.register):
+        raise ConfigError(f"--register {args.register!r}: name the registered model with letters, digits, "
+                          "'_', '-' and '.' only, e.g. --register lr_warmup_best")
     dims = space(cfg)
     check_space(cfg, dims)
     storage = args.storage if "://" in args.storage else str(Path(args.storage).resolve())
@@ -192,4 +197,5 @@ def make_plan(name: str, space: SearchSpace, argv: list[str] | None, default_sea
         grace_steps=grace_steps(cfg.train.max_steps, budget.grace_fraction), max_failures=budget.max_failures,
         storage=storage, tracking_uri=tracking_uri, address=args.address,
         seed=args.seed, resume_path=resume_path,
-        resume_command=resume_command(name, argv), grow_to=args.num_samples if args.resume else None)
+        resume_command=resume_command(name, argv), grow_to=args.num_samples if args.resume else None,
+        register=args.register)

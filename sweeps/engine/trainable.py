@@ -1,5 +1,7 @@
 """The Ray Tune function trainable: pre-train → report every eval (with a checkpoint) → fine-tune → report.
 Between evals it reports cheap progress (step, train_loss, tokens_per_s) every ~10 s, without a checkpoint.
+A trial that completes its run puts its model folder (trainer/model_folder.py) in its last checkpoint, as `model/`:
+the checkpoint reaches the sweep's storage on any node, and the driver logs the folder to the trial's MLflow run.
 
     python sweeps/lr_warmup.py            (runs this in every trial)
 
@@ -23,6 +25,7 @@ from trainer.config import config_from_params
 from trainer.data import Corpus, FinetuneData
 from trainer.finetune import finetune_metrics
 from trainer.loop import EvalRecord, Pretrainer
+from trainer.model_folder import MODEL_DIR, save_model_folder
 from trainer.tokenizer import TextTokenizer
 
 CHECKPOINT_FILE = "state.pt"
@@ -83,7 +86,8 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
 
     def report(record: EvalRecord) -> None:
         metrics = dict(record.metrics)
-        if metrics["step"] >= cfg.train.max_steps and finetune_data is not None and not metrics.get("diverged"):
+        completed = metrics["step"] >= cfg.train.max_steps and not metrics.get("diverged")
+        if completed and finetune_data is not None:
             # Fine-tune inside the last report so ASHA (which stops a trial at max_t) never cuts it off.
             metrics.update(finetune_metrics(trainer.model, finetune_data, cfg.finetune, cfg.train.seed,
                                             trainer.autocast))
@@ -93,6 +97,8 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
         metrics["node_id"] = node_id
         with tempfile.TemporaryDirectory() as folder:
             save_checkpoint(trainer, Path(folder))
+            if completed and cfg.train.save_model:  # the driver logs it to MLflow from the checkpoint's copy
+                save_model_folder(Path(folder) / MODEL_DIR, trainer.model, cfg, tokenizer)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     def report_progress(metrics: dict[str, float]) -> None:

@@ -22,6 +22,8 @@ import json
 import math
 import time
 
+from trainer.result_schema import BEST_MODEL_URI
+
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"
@@ -114,9 +116,9 @@ def _cell(value: object) -> str:
 
 def parent_note(sweep: dict, trials: list[dict], report_files: list[str], rows: int | None = None) -> str:
     """The parent run's description (Markdown). `sweep`: experiment, experiment_id, run_id, search, scheduler,
-    searched. `trials`: dicts of run_id, name, outcome and the TABLE_METRICS present (final values);
-    `report_files`: artifact paths under the parent's report/ folder, if the report was logged; `rows`: how many
-    table rows (the best first; default all)."""
+    searched and, once the best trial's model is known, model_uri. `trials`: dicts of run_id, name, outcome and the
+    TABLE_METRICS present (final values); `report_files`: artifact paths under the parent's report/ folder, if the
+    report was logged; `rows`: how many table rows (the best first; default all)."""
     ranked = sorted(trials, key=lambda t: (t.get("outcome") in ("diverged", "error"),
                                            t.get("val_ppl", math.inf), t["name"]))
     counts: dict[str, int] = {}
@@ -128,6 +130,8 @@ def parent_note(sweep: dict, trials: list[dict], report_files: list[str], rows: 
     if best is not None:
         results = ", ".join(f"{k} {_cell(best[k])}" for k in TABLE_METRICS if k in best)
         lines += [f"**Best trial: {link(best)}** ({best.get('outcome', '?')}): {results}.", ""]
+    if sweep.get("model_uri"):
+        lines += [model_section(sweep["model_uri"]), ""]
     metrics = [k for k in TABLE_METRICS if any(k in t for t in trials)]
     lines += ["| trial | outcome | " + " | ".join(metrics) + " |", "|:---|:---|" + "---:|" * len(metrics)]
     lines += [f"| {link(t)} | {t.get('outcome', '?')} | " + " | ".join(_cell(t.get(k)) for k in metrics) + " |"
@@ -139,6 +143,14 @@ def parent_note(sweep: dict, trials: list[dict], report_files: list[str], rows: 
     lines += ["", f"**Sweep of {searched}**: {sweep['search']} search, {sweep['scheduler']} scheduler; "
                   f"{len(trials)} trials ({outcomes}).", "", report_section(sweep, report_files)]
     return "\n".join(lines) + "\n"
+
+
+def model_section(uri: str) -> str:
+    """Where the best trial's model is and the commands that use it."""
+    return (f"**Best model**: `{uri}` (model.safetensors, config.json, tokenizer.json): "
+            f"`python -m trainer.generate {uri} --prompt 'The'` continues a prompt, "
+            f"`python -m trainer.export {uri} --hf OUT` writes a folder transformers loads as GPT-2 "
+            "(both with `--mlflow-uri` naming this store).")
 
 
 def report_section(sweep: dict, report_files: list[str]) -> str:
@@ -177,7 +189,8 @@ def describe_sweep(client, run_id: str) -> str:
     sweep = {"experiment": experiment, "experiment_id": experiment_id, "run_id": run_id,
              "search": parent.data.params.get("sweep.search", "?"),
              "scheduler": parent.data.params.get("sweep.scheduler", "?"),
-             "searched": [k for k in parent.data.tags.get("gptsweep.searched", "").split(",") if k]}
+             "searched": [k for k in parent.data.tags.get("gptsweep.searched", "").split(",") if k],
+             "model_uri": parent.data.tags.get(BEST_MODEL_URI)}
     trials = _trial_rows(client, experiment_id, run_id)
     report = [f.path for f in client.list_artifacts(run_id, "report") if not f.is_dir]
     shown = len(trials)

@@ -6,7 +6,8 @@ Only the driver writes to MLflow (SQLite dislikes concurrent writers). The callb
 journal lines (sweeps.engine.tracking.journal) that sweeps.engine.tracking.writer applies in order; while the tracking server is down the
 lines wait in the sweep's folder and the trials keep training. Child outcome tags: completed (FINISHED), pruned
 by ASHA (KILLED), diverged or error (FAILED), interrupted (KILLED until the sweep is resumed). The parent is
-FINISHED, or KILLED while an interrupted sweep awaits --resume.
+FINISHED, or KILLED while an interrupted sweep awaits --resume. A completed trial's model folder, found in its last
+checkpoint, is logged to its run under model/ (sweeps.engine.tracking.model_artifacts).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ray import tune
 
 from sweeps.engine.tracking import run_page as mlflow_view
 from sweeps.engine.tracking.journal import Journal, Outbox, journal_folder
+from sweeps.engine.tracking.model_artifacts import trial_model_dir
 from sweeps.engine.tracking.writer import MlflowWriter, find_sweep_run
 from trainer import result_schema as R
 from trainer.config import config_from_params, flatten
@@ -115,6 +117,7 @@ class MLflowTracking(tune.Callback):
         self._ended.add(trial.trial_id)
         self._outbox.send({"op": "finish", "trial_id": trial.trial_id, "outcome": outcome, "title": str(trial),
                            "node_id": (trial.last_result or {}).get("node_id"),
+                           "model_dir": trial_model_dir(trial, outcome, self._outbox.journal.path.parent),
                            "config": flatten(config_from_params(trial.config))})
 
     def on_experiment_end(self, trials, **info) -> None:

@@ -1,4 +1,5 @@
-"""Applies one journal line of a sweep to MLflow: the parent run, a trial's child run, its metrics and its end.
+"""Applies one journal line of a sweep to MLflow: the parent run, a trial's child run, its metrics and its end
+(with its model folder, sweeps.engine.tracking.model_artifacts).
 
     python -m sweeps.engine.sync --sweep PATH       (and every sweep's tracking callback, live)
 
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.engine.tracking import run_page as mlflow_view
 from sweeps.engine.tracking.journal import is_unreachable
+from sweeps.engine.tracking.model_artifacts import log_model_folder, tag_best_model
 from trainer import result_schema as R
 
 STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.ERROR: "FAILED",
@@ -173,6 +175,8 @@ class MlflowWriter:
         if op.get("config") is not None:
             self.client.log_dict(run_id, op["config"], "config.json")
             self._log_learning_curve(run_id, op["title"])
+        if op.get("model_dir"):
+            log_model_folder(self.client, run_id, op["model_dir"])
         self.client.set_terminated(run_id, STATUS[op["outcome"]])
 
     def _parent_metrics(self, op: dict) -> None:
@@ -188,6 +192,8 @@ class MlflowWriter:
             for key, value in best["tags"].items():
                 self.client.set_tag(self._parent(), key, value)
             self._log_metrics(self._parent(), best["metrics"], step=0)
+            best_trial = best["tags"].get(R.BEST_TRIAL_ID)
+            tag_best_model(self.client, self._parent(), best_trial and self._child(best_trial))
         mlflow_view.describe_sweep(self.client, self._parent())  # name, note and trial counts from MLflow
         self.client.set_terminated(self._parent(), op["status"])
 

@@ -66,7 +66,8 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
 def test_every_mlflow_ui_command_binds_to_localhost(capsys):
     from sweeps.engine.launch import _print_summary
 
-    plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", experiment="exp", dims={"optim.lr": None})
+    plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", experiment="exp", dims={"optim.lr": None},
+                           register=None)
     _print_summary(plan, _NoResults(), wall_s=1.0, prepared_s=0.1, sweep_path="/tmp/x/ray_results/exp_1")
     summary = capsys.readouterr().out
     texts = {"sweep summary": summary}
