@@ -1,4 +1,4 @@
-"""pytest tests/test_model_folder.py — a trained model saved as a folder (safetensors, config, tokenizer) and back.
+"""pytest tests/trainer/test_model_folder.py — a trained model saved as a folder (safetensors, config, tokenizer) and back.
 
 Fast: smoke-sized models on the tiny corpus with a 300-token BPE, no Ray, no MLflow.
 """

@@ -1,4 +1,4 @@
-"""pytest tests/test_generate_export.py — `python -m trainer.generate` and `python -m trainer.export` on a model folder.
+"""pytest tests/trainer/test_generate_export.py — `python -m trainer.generate` and `python -m trainer.export` on a model folder.
 
 Fast: smoke-sized models (every parameter random, so that a misplaced weight shows) and real transformers.
 """

@@ -1,4 +1,4 @@
-"""pytest tests/test_sweep_models.py — a real smoke sweep (Ray Tune, SQLite MLflow) saves, names and registers its
+"""pytest tests/sweeps/test_sweep_models.py — a real smoke sweep (Ray Tune, SQLite MLflow) saves, names and registers its
 best model, which generate and transformers then load.
 
 Two trials on a toy corpus: one completes, one diverges (lr 1e30), so only one may have a model.

@@ -1,4 +1,4 @@
-"""pytest tests/test_model_registry.py — model folders in a real MLflow (SQLite): runs:/ and models:/ URIs in
+"""pytest tests/sweeps/tracking/test_model_registry.py — model folders in a real MLflow (SQLite): runs:/ and models:/ URIs in
 generate and export, the registry, and a run without a model.
 
 No Ray: a run is made with the MLflow client, as the sweep's writer makes them (tests/test_sweep_models.py runs
