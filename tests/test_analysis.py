@@ -72,7 +72,7 @@ def test_markdown_table_has_every_row_and_formats_missing(asha_trials):
     lines = text.splitlines()
     assert len(lines) == 2 + len(asha_trials) and lines[1].startswith("|")
     assert "–" in lines[-1] and "diverged" in lines[-1]
-    assert tables.format_value(3209.2) == "3,209" and tables.format_value(0.000777) == "0.000777"
+    assert tables.format_value(3209.2) == "3209" and tables.format_value(0.000777) == "7.77e-4"
 
 
 def test_grid_pivot_shape_and_cells(grid_trials):
@@ -137,19 +137,21 @@ def test_plot_keys_prefer_lr_and_warmup():
 def test_trial_rows_from_search_runs_columns():
     runs = pd.DataFrame([{"run_id": "r1", "status": "FINISHED", "tags.gptsweep.trial_id": "t1",
                           "tags.gptsweep.outcome": "completed", "tags.mlflow.runName": "trial_t1",
-                          "params.optim.lr": "0.001", "params.optim.warmup_steps": "10", "metrics.finetune_acc": 0.7},
+                          "params.optim.lr": "0.001", "params.optim.warmup_steps": "10", "metrics.finetune_acc": 0.7,
+                          "params.train.max_steps": "20"},
                          {"run_id": "r2", "status": "FAILED", "tags.gptsweep.trial_id": "t2",
                           "tags.gptsweep.outcome": "diverged", "tags.mlflow.runName": "trial_t2",
-                          "params.optim.lr": "0.01", "params.optim.warmup_steps": "0", "metrics.finetune_acc": None}])
+                          "params.optim.lr": "0.01", "params.optim.warmup_steps": "0", "metrics.finetune_acc": None,
+                          "params.train.max_steps": "20"}])
     curves = clean_curves(pd.DataFrame(
         [("t1", "val_loss", 10, 6.0), ("t1", "val_ppl", 10, 403.0), ("t1", "val_loss", 20, 5.0),
          ("t1", "val_ppl", 20, 148.0), ("t2", "val_loss", 10, 7.0), ("t2", "val_ppl", 10, 1097.0),
          ("t2", "val_loss", 20, 1e4), ("t2", "val_ppl", 20, math.exp(50.0))],
         columns=["trial_id", "key", "step", "value"]))
     assert len(curves) == 6  # the diverged placeholders are gone
-    rows = trial_rows(runs, SEARCHED, curves, {"t1": 20, "t2": 20}).set_index("trial_id")
+    rows = trial_rows(runs, SEARCHED, curves).set_index("trial_id")
     assert rows.loc["t1", "optim.warmup_steps"] == 10 and rows.loc["t1", "optim.lr"] == 1e-3
-    assert rows.loc["t1", "final_val_ppl"] == 148.0 and rows.loc["t1", "steps"] == 20
+    assert rows.loc["t1", "final_val_ppl"] == 148.0 and rows.loc["t1", "steps"] == rows.loc["t1", "max_steps"] == 20
     assert math.isnan(rows.loc["t2", "final_val_ppl"]) and rows.loc["t2", "best_val_ppl"] == 1097.0
     assert best_trial(rows.reset_index()).trial_id == "t1"
 

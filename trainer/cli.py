@@ -29,7 +29,7 @@ def add_config_args(parser: argparse.ArgumentParser, finetune_default: str | Non
     parser.add_argument("--val-data", default=None, help="validation corpus (default: held-out documents)")
     parser.add_argument("--tokenizer", default=None,
                         help="gpt2, a local tokenizer folder/tokenizer.json, or bpe:N (trained on the corpus); "
-                             "default: the preset's (cpu: bpe:2048, seed: gpt2)")
+                             "default: the preset's (cpu: bpe:4096, seed: gpt2)")
     parser.add_argument("--finetune-train", default=finetune_default,
                         help=f"classification training table: ag_news or a local CSV/JSONL/parquet "
                              f"(default: {finetune_default}; 'none' skips fine-tuning)")

@@ -4,7 +4,8 @@ from random weights (`scratch_metrics`), the baseline that says whether pretrain
     python -m trainer --preset cpu --data wikitext-2 --finetune-train ag_news --out /tmp/run
 
 Each setting starts from a fresh copy of the pretrained weights, trains the whole network plus a linear head on the
-last real token's hidden state, and is scored on every row of the test table.
+pooled hidden states (finetune.pooling: the last real token's, or the mean of all), and is scored on every row of
+the test table.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from trainer.config import FinetuneConfig, RunConfig
 from trainer.data import FinetuneData, fewshot_indices
 from trainer.loop import resolve_device
-from trainer.precision import resolve_precision
+from trainer.precision import autocast_context, resolve_precision
 from trainer.model import GPT, GPTClassifier
 
 
@@ -93,6 +94,6 @@ def scratch_metrics(cfg: RunConfig, vocab_size: int, data: FinetuneData) -> dict
     device = resolve_device(cfg.train)
     model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab_size)).to(device)
     dtype = resolve_precision(cfg.train.precision, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+    autocast = lambda: autocast_context(device, dtype)
     metrics = finetune_metrics(model, data, cfg.finetune, cfg.train.seed, autocast)
     return {f"{name}_scratch": value for name, value in metrics.items()}

@@ -61,8 +61,3 @@ def readout_multiplier(cfg: ModelConfig) -> float:
 def is_hidden_matrix(name: str, ndim: int) -> bool:
     """A width × width (or width × 4·width) matrix: its fan-in grows with the width."""
     return ndim >= 2 and not name.startswith(VECTOR_LIKE)
-
-
-def lr_scale(cfg: ModelConfig, name: str, ndim: int) -> float:
-    """Factor on optim.lr for the parameter `name`: 1/width_mult for hidden matrices under μP, else 1."""
-    return 1.0 / width_mult(cfg) if is_hidden_matrix(name, ndim) else 1.0

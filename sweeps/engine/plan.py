@@ -98,6 +98,15 @@ class SweepPlan:
         return max_t, self.grace_steps * tokens_per_step
 
     @property
+    def searched(self) -> list[str]:
+        """The dotted keys the sweep varies: a dim's own key, or the keys of its grid points where those are
+        mappings (trainer.config.spread_params), as MLflow logs them."""
+        keys: dict[str, None] = {}
+        for key, dim in self.dims.items():
+            keys.update(dict.fromkeys(k for point in dim.grid for k in (point if isinstance(point, dict) else [key])))
+        return list(keys)
+
+    @property
     def fixed(self) -> dict[str, object]:
         """Every trial's params before the searched values: the flattened base config."""
         return flatten(self.cfg)
