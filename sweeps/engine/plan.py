@@ -99,17 +99,21 @@ class SweepPlan:
 
     @property
     def searched(self) -> list[str]:
-        """The dotted keys the sweep varies: a dim's own key, or the keys of its grid points where those are
-        mappings (trainer.config.spread_params), as MLflow logs them."""
-        keys: dict[str, None] = {}
-        for key, dim in self.dims.items():
-            keys.update(dict.fromkeys(k for point in dim.grid for k in (point if isinstance(point, dict) else [key])))
-        return list(keys)
+        return searched_keys(self.dims)
 
     @property
     def fixed(self) -> dict[str, object]:
         """Every trial's params before the searched values: the flattened base config."""
         return flatten(self.cfg)
+
+
+def searched_keys(dims: dict[str, Dim]) -> list[str]:
+    """The dotted keys a sweep varies, as MLflow logs them: a dim's own key, or the keys of its grid points where
+    those are mappings of several keys (trainer.config.spread_params)."""
+    keys: dict[str, None] = {}
+    for key, dim in dims.items():
+        keys.update(dict.fromkeys(k for point in dim.grid for k in (point if isinstance(point, dict) else [key])))
+    return list(keys)
 
 
 TOKENS_PER_STEP_KEYS = {"train.batch_size", "model.context_length"}
