@@ -20,7 +20,11 @@ import time
 
 import pandas as pd
 
+from analysis import figures
 from analysis import transfer_fit as lr_transfer
+from trainer.config import build_config
+from trainer.data import prepare_corpus
+from trainer.loop import Pretrainer
 
 # Sized for ≤ 15 min on 2 shared CPU cores: 48 runs of 200 steps × 16 × 32 tokens, 2 layers, a 512-token BPE.
 DEFAULT_WIDTHS = (16, 32, 64, 128)
@@ -40,9 +44,6 @@ def base_overrides(steps: int, tokenizer: str, n_layers: int, n_heads: int, base
 
 def train_one(corpus, tokenizer, overrides: dict[str, object]) -> float:
     """The final val_loss of one run; NaN where it diverged."""
-    from trainer.config import build_config
-    from trainer.loop import Pretrainer
-
     trainer = Pretrainer(build_config("cpu", overrides), corpus, tokenizer)
     trainer.sample = lambda *a, **k: []  # samples are not measured here: skip their 96 generation steps per run
     metrics = trainer.run().metrics
@@ -53,9 +54,6 @@ def measure(widths=DEFAULT_WIDTHS, lrs=DEFAULT_LRS, steps: int = 200, tokenizer:
             n_layers: int = 2, n_heads: int = 2, base_width: int | None = None, threads: int = 2,
             params=("sp", "mup")) -> tuple[dict, pd.DataFrame]:
     """Train the grid; return the JSON summary and the transfer table (parametrization, width, lr, val_loss)."""
-    from trainer.config import build_config
-    from trainer.data import prepare_corpus
-
     base_width = base_width or min(widths)
     fixed = base_overrides(steps, tokenizer, n_layers, n_heads, base_width, threads)
     cfg = build_config("cpu", fixed)
@@ -111,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     summary, table = measure(args.widths, args.lrs, args.steps, args.tokenizer, args.layers, threads=args.threads)
     if args.figure:
-        from analysis import figures
-
         figures.save(lr_transfer.transfer_figure(table), args.figure)
     if args.json:
         print(json.dumps(summary))

@@ -22,15 +22,20 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+from analysis import scaling_law_figures as scaling_figures
+from analysis.scaling_law_fit import bootstrap, family_flops_per_token, fit_law, interval, optimal_allocation
 from benchmarks.common import shared_file
+from trainer.config import build_config
+from trainer.config import build_config, with_vocab_size
+from trainer.data import prepare_corpus
+from trainer.loop import Pretrainer
+from trainer.sizes import budget_params, size_params
 
 SHAPES = ((32, 1), (48, 1), (64, 2), (96, 2), (128, 2))  # sweeps/scaling.py's (d_model, n_layers)
 TOKENIZER = "bpe:1024"
 
 
 def run_config(d_model: int, n_layers: int, max_steps: int) -> dict[str, object]:
-    from trainer.sizes import budget_params, size_params
-
     return {"data.source": str(shared_file("wikitext-2", "wiki.test.raw")), "data.tokenizer": TOKENIZER,
             "data.finetune_train": None, "model.dropout": 0.0, "train.threads": 1, "train.eval_batches": 40,
             "model.context_length": 64, "train.batch_size": 16,  # as measured, whatever the cpu preset becomes
@@ -39,10 +44,6 @@ def run_config(d_model: int, n_layers: int, max_steps: int) -> dict[str, object]
 
 def train_one(overrides: dict[str, object]) -> dict[str, float]:
     """One full run (a worker process); its last eval's metrics and its shape."""
-    from trainer.config import build_config, with_vocab_size
-    from trainer.data import prepare_corpus
-    from trainer.loop import Pretrainer
-
     cfg = build_config("cpu", overrides)
     corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)  # a cache hit after the first
     record = Pretrainer(with_vocab_size(cfg, corpus.vocab_size), corpus, tokenizer).run()
@@ -55,9 +56,6 @@ def train_one(overrides: dict[str, object]) -> dict[str, float]:
 
 def train_grid(steps: tuple[int, ...], workers: int) -> tuple[list[dict[str, float]], int]:
     """Every size × budget, and how many training tokens the corpus has (one epoch)."""
-    from trainer.config import build_config
-    from trainer.data import prepare_corpus
-
     jobs = [run_config(d, n, s) for d, n in SHAPES for s in steps]
     cfg = build_config("cpu", jobs[0])
     corpus, _ = prepare_corpus(cfg.data, cfg.model.context_length)  # tokenize once, before the workers read it
@@ -69,8 +67,6 @@ def train_grid(steps: tuple[int, ...], workers: int) -> tuple[list[dict[str, flo
 
 
 def evaluate_fit(runs: list[dict[str, float]], holdout: int, bootstraps: int, seed: int = 0) -> dict:
-    from analysis.scaling_law_fit import bootstrap, family_flops_per_token, fit_law, interval, optimal_allocation
-
     n, d, loss, flops = (np.array([r[k] for r in runs]) for k in ("n_params_non_embedding", "tokens", "val_loss",
                                                                      "flops"))
     held = np.zeros(len(runs), bool)
@@ -101,8 +97,6 @@ def measure(steps: tuple[int, ...] = (150, 300, 600), holdout: int = 3, bootstra
     result = evaluate_fit(runs, holdout, bootstraps)
     fit, predictions = result["fit"], result["predictions"]
     if figure:
-        from analysis import scaling_law_figures as scaling_figures
-
         flops = np.array([r["flops"] for r in runs])
         scaling_figures.save(scaling_figures.frontier(
             fit, result["boots"], (flops.min() / 3, flops.max() * 30), result["per_token"],

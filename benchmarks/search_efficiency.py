@@ -17,8 +17,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import ray
+
 from benchmarks.common import emit, offline, shared_file, sweep_benchmark_parser
 from benchmarks.sweep_results import SweepRun, run_sweep_captured
+from sweeps.lr_warmup import space
 
 MODEL = {"model.n_layers": 2, "model.d_model": 64, "model.n_heads": 4, "model.context_length": 64,
          "model.dropout": 0.0, "train.batch_size": 16, "train.eval_batches": 8}
@@ -27,8 +30,6 @@ METHODS = {"optuna_asha": ("optuna", "asha"), "random_asha": ("random", "asha"),
 
 def _sweep(work: Path, experiment: str, search: str, scheduler: str, seed: int, trials: int, steps: int,
            slots: int, echo: bool) -> SweepRun:
-    from sweeps.lr_warmup import space
-
     uri = f"sqlite:///{work / 'mlflow.db'}"
     sets = {**MODEL, "train.max_steps": steps, "train.eval_every": max(1, steps // 8)}
     argv = ["--preset", "smoke", "--data", str(shared_file("wikitext-2", "wiki.test.raw")), "--tokenizer", "bpe:1024",
@@ -49,8 +50,6 @@ def best_completed(run: SweepRun, steps: int) -> float:
 
 
 def measure(steps: int = 128, trials: int = 7, seeds: int = 3, slots: int = 2, echo: bool = False) -> dict:
-    import ray
-
     work = Path(tempfile.mkdtemp(prefix="search_efficiency_"))
     offline(work / "cache")
     grid = _sweep(work, "grid", "grid", "fifo", 0, 1, steps, slots, echo)

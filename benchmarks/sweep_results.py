@@ -18,6 +18,9 @@ import sys
 import time
 from dataclasses import dataclass
 
+from mlflow.tracking import MlflowClient
+
+from sweeps.engine.launch import run_sweep
 from trainer import result_schema as R
 
 @dataclass
@@ -59,8 +62,6 @@ class _Tee(io.TextIOBase):
 def run_sweep_captured(name: str, space, argv: list[str], tracking_uri: str, experiment: str,
                        tokens_per_step: int, echo: bool) -> SweepRun:
     """run_sweep (grid search by default) with its console captured; then its trials, as MLflow recorded them."""
-    from sweeps.engine.launch import run_sweep
-
     captured = io.StringIO()
     started_epoch, started = time.time(), time.perf_counter()
     with contextlib.redirect_stdout(_Tee(captured, sys.stderr if echo else None)):
@@ -73,8 +74,6 @@ def run_sweep_captured(name: str, space, argv: list[str], tracking_uri: str, exp
 
 
 def read_trials(tracking_uri: str, experiment: str, tokens_per_step: int) -> list[Trial]:
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([experiment_id], f"tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'", max_results=1000)

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from benchmarks.common import emit
 from trainer.config import DataConfig, build_config, with_vocab_size
@@ -89,9 +91,6 @@ def measure_peak(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: i
 # --- the Hugging Face peer --------------------------------------------------------------------------------
 def hf_model_like(ours: GPT, attn: str = "sdpa"):
     """GPT2LMHeadModel with our config and a copy of our weights (Conv1D stores weights transposed)."""
-    import transformers
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     transformers.logging.set_verbosity_error()  # not "loss_type=None ... using the default loss"
 
     c = ours.cfg

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.config import ConfigError, RunConfig, build_config, default_preset, parse_overrides
+from trainer.sources import available_splits
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -53,8 +54,6 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, object] | Non
 def check_data_sources(cfg: RunConfig) -> None:
     """Every dataset name and path resolves (else a ConfigError): cheap, so a typo in --finetune-test fails now,
     not after the corpus has been tokenized."""
-    from trainer.sources import available_splits
-
     for spec in (cfg.data.source, cfg.data.val_source, cfg.data.finetune_train, cfg.data.finetune_test):
         if spec:
             available_splits(spec)

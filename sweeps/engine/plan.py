@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ray import tune
+
 from sweeps.engine.flags import parse_args, resume_command
 from trainer.cli import config_from_args, default_tracking_uri
 from trainer.config import ConfigError, RunConfig, config_from_params, flatten, gpu_count
@@ -158,8 +160,6 @@ def resources(args: argparse.Namespace, budget: SweepBudget, gpus_available: int
 
 
 def latest_sweep(storage: Path, experiment: str) -> Path:
-    from ray import tune
-
     # A grown sweep's later parts (NAME_grow8, ...) sort after its first: the latest part is the one to resume.
     candidates = sorted(p for p in storage.glob(f"{experiment}_*") if tune.Tuner.can_restore(str(p)))
     if not candidates:
