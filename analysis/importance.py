@@ -17,7 +17,6 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.importance import FanovaImportanceEvaluator
 
 from analysis.runs import failed
 from trainer import result_schema as R
@@ -68,6 +67,9 @@ def _evaluator():
     """fANOVA with a fixed seed (needs scikit-learn, which mlflow brings); Optuna's default otherwise."""
     if importlib.util.find_spec("sklearn") is None:
         return None, "Optuna's default evaluator"
+    # Here, not at the top: it imports scikit-learn, 2.3 s that the report's bad flags would wait for.
+    from optuna.importance import FanovaImportanceEvaluator
+
     return FanovaImportanceEvaluator(seed=0), "fANOVA"
 
 

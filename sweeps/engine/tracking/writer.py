@@ -123,8 +123,9 @@ class MlflowWriter:
         if self._parent() is not None:
             self.client.update_run(self.parent_id, status="RUNNING")
         else:
+            path = self.sweep.sweep_path
             self.parent_id = self.client.create_run(self._experiment(), run_name=op["run_name"], tags={
-                R.SWEEP_PATH: self.sweep.sweep_path, R.ROLE: R.ROLE_SWEEP, R.SWEEP_KEY: sweep_key(self.sweep.sweep_path),
+                R.SWEEP_PATH: path, R.ROLE: R.ROLE_SWEEP, R.SWEEP_KEY: sweep_key(path),
                 R.SEARCHED: ",".join(op["searched"])}).info.run_id
             self._log_metrics(self.parent_id, op["corpus_metrics"], step=0)
         self._log_params_once(self.parent_id, op["params"])
