@@ -117,7 +117,7 @@ def test_a_server_down_until_the_end_is_replayed_by_sweeps_sync(server, tiny_cor
     server.stop()
     output, _ = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, output[-3000:]
-    command = re.search(r"python -m sweeps\.sync --sweep (\S+)", output)
+    command = re.search(r"python -m sweeps\.engine\.sync --sweep (\S+)", output)
     assert command, output[-3000:]
     server.start()
     sync = subprocess.run([sys.executable, "-m", "sweeps.engine.sync", "--sweep", command.group(1)], cwd=tmp_path,

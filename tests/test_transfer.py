@@ -82,7 +82,7 @@ def _store(tmp_path, table: pd.DataFrame) -> str:
     searched = "optim.lr,model.d_model,model.parametrization,model.base_width"
     parent = client.create_run(exp, run_name="lr_transfer-1", tags={"gptsweep.role": "sweep",
                                                                      "gptsweep.searched": searched}).info.run_id
-    for key, value in {"preset": "cpu", "model.n_heads": "2", "data.source": "wikitext-2",
+    for key, value in {"sweep.preset": "cpu", "model.n_heads": "2", "data.source": "wikitext-2",
                        "sweep.search": "grid"}.items():
         client.log_param(parent, key, value)
     for i, row in table.iterrows():
