@@ -29,6 +29,7 @@ from benchmarks.common import emit, offline, shared_file, sweep_benchmark_parser
 from benchmarks.sweep_results import SweepRun, run_sweep_captured
 from sweeps.engine.plan import REDUCTION_FACTOR, grace_steps
 from sweeps.lr_warmup import space
+from trainer.result_schema import best_of
 
 REPLAYED = [(4, 2), (16, 2), (32, 2), (32, 4), (64, 2), (64, 3), (128, 2)]  # (grace steps, reduction factor)
 
@@ -64,7 +65,7 @@ def measure(steps: int = 256, vocab: int = 2048, slots: int = 2, echo: bool = Fa
         raise SystemExit(f"a sweep failed (exit codes {full.rc}, {asha.rc}):\n"
                          f"{full.output[-2000:]}{asha.output[-2000:]}")
     steps_full, steps_asha = sum(t.steps for t in full.trials), sum(t.steps for t in asha.trials)
-    best_full, best_asha = min(t.val_ppl for t in full.trials), min(t.val_ppl for t in asha.trials)
+    best_full, best_asha = (best_of(r.trials, lambda t: t.outcome, lambda t: t.val_ppl).val_ppl for r in (full, asha))
     grace = grace_steps(steps)  # as the sweep set up ASHA
     curves = [t.val_loss for t in full.trials]
     replayed_steps, _ = replay(curves, grace, REDUCTION_FACTOR, slots)

@@ -33,6 +33,7 @@ class Trial:
     ended: float
     val_ppl: float  # at the last report
     val_loss: dict[int, float]  # at each reported step
+    outcome: str  # trainer.result_schema's outcome tag
 
 
 @dataclass
@@ -91,5 +92,6 @@ def read_trials(tracking_uri: str, experiment: str, tokens_per_step: int) -> lis
                             int(speeds[-1][0]), train_s, eval_s, run.info.start_time / 1e3,
                             (run.info.end_time or run.info.start_time) / 1e3,
                             float(run.data.metrics.get("val_ppl", math.nan)),
-                            {int(m.step): m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}))
+                            {int(m.step): m.value for m in client.get_metric_history(run.info.run_id, "val_loss")},
+                            run.data.tags.get(R.OUTCOME, R.UNKNOWN)))
     return sorted(trials, key=lambda t: t.started)  # the order the sweep started them in
