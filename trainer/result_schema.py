@@ -91,7 +91,7 @@ def format_value(value: object) -> str:
         return "–" if math.isnan(value) else str(value)
     if abs(value) < 1e6 and (value.is_integer() or abs(value) >= 100):
         return str(round(value))
-    if value != 0 and not 1e-2 <= abs(value) < 1e4:
+    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e6):
         mantissa, exponent = f"{value:.2e}".split("e")
         return f"{float(mantissa):g}e{int(exponent)}"
     return f"{value:.3g}"
