@@ -21,23 +21,19 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from analysis.runs import failed, usable_trials  # noqa: E402
 from trainer import result_schema as R  # noqa: E402
+from trainer.result_schema import format_value  # noqa: E402
 
 DPI = 110
 WIDTH = 9.5  # inches: 1045 px at DPI
 CMAP = "viridis"
 # Trials with a val_ppl: completed, pruned, and any other (running, interrupted: a report on an unfinished sweep).
-MARKERS = {"completed": ("o", "completed"), "pruned": ("v", "pruned (ASHA)"), "other": ("s", "unfinished")}
+MARKERS = {R.COMPLETED: ("o", "completed"), R.PRUNED: ("v", "pruned (ASHA)"), "other": ("s", "unfinished")}
 PPL_LABEL = "final val_ppl (lower is better)"
 
 
 def save(fig, path) -> None:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
-
-
-def short(value: float) -> str:
-    """3 significant digits, or thousands separators from 100 up (perplexities): 0.000777, 32.1, 3,209."""
-    return f"{value:,.0f}" if 100 <= abs(value) < 1e7 else f"{value:.3g}"
 
 
 def integer_valued(values) -> bool:
@@ -74,7 +70,7 @@ def grid_heatmap(pivot: pd.DataFrame, x_key: str, y_key: str):
             ax.text(j, i, "no value\n(diverged/failed)", ha="center", va="center", fontsize=8, color="0.3")
             continue
         light = norm(value) > 0.6  # viridis is light at the top: dark text there
-        ax.text(j, i, short(value), ha="center", va="center", fontsize=10, color="black" if light else "white")
+        ax.text(j, i, format_value(value), ha="center", va="center", fontsize=10, color="black" if light else "white")
     label = lambda v: f"{v:g}" if isinstance(v, (int, float, np.number)) else str(v)  # noqa: E731
     ax.set_xticks(range(len(pivot.columns)), [label(v) for v in pivot.columns])
     ax.set_yticks(range(len(pivot.index)), [label(v) for v in pivot.index])
@@ -138,13 +134,13 @@ def learning_curves(curves: pd.DataFrame, trials: pd.DataFrame, floors: dict[str
             continue
         ppl = trial.final_val_ppl
         color = "0.6" if trial.outcome in R.FAILED_OUTCOMES or pd.isna(ppl) else cmap(norm(ppl))
-        label = f"{trial.trial_id} {trial.outcome}, {short(ppl)}" if rank < MAX_LABELLED else None
+        label = f"{trial.trial_id} {trial.outcome}, {format_value(ppl)}" if rank < MAX_LABELLED else None
         ax.plot(curve.step, curve.value, color=color, marker="o", markersize=3, linewidth=1.6,
-                linestyle="--" if trial.outcome == "pruned" else "-", label=label)
+                linestyle="--" if trial.outcome == R.PRUNED else "-", label=label)
     for name, (meaning, style) in FLOOR_STYLES.items():
         if name in floors:
             ax.axhline(floors[name], color="firebrick", linestyle=style, linewidth=1.2,
-                       label=f"{meaning} floor {floors[name]:.2f} (ppl {short(math.exp(floors[name]))})")
+                       label=f"{meaning} floor {floors[name]:.2f} (ppl {format_value(math.exp(floors[name]))})")
     ax.set(xlabel="training step", ylabel=f"{key} (nats/token)" if "loss" in key else key,
            title=f"{key} by training step (pruned trials dashed; colour = final val_ppl)")
     ax.grid(alpha=0.3)
@@ -172,7 +168,7 @@ def _axis_positions(values: pd.Series, discrete: bool = True):
         ticks = observed if discrete and len(observed) <= 5 else np.linspace(low, high, 3)  # a grid: its own values
         if integer_valued(numeric):
             ticks = np.unique(np.round(ticks))
-        labels = [short(10 ** t if log else t) for t in ticks]
+        labels = [format_value(10 ** t if log else t) for t in ticks]
         return (scaled - low) / span, (ticks - low) / span, labels
     categories = sorted(values.astype(str).unique())
     codes = values.astype(str).map({c: i for i, c in enumerate(categories)})
@@ -191,7 +187,7 @@ def parallel_coordinates(trials: pd.DataFrame, keys: list[str]):
     for i, (_, trial) in enumerate(usable.iterrows()):
         ys = [positions[c][0].iloc[i] for c in columns]
         ax.plot(xs, ys, color=plt.get_cmap(CMAP)(norm(trial.final_val_ppl)), linewidth=1.8, alpha=0.85,
-                linestyle="--" if trial.outcome == "pruned" else "-")
+                linestyle="--" if trial.outcome == R.PRUNED else "-")
     for x, column in zip(xs, columns):
         ax.axvline(x, color="black", linewidth=1)
         _, ticks, labels = positions[column]

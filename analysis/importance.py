@@ -8,15 +8,18 @@ rebuilding one from MLflow works for every search. Its distributions come from t
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import optuna
 import pandas as pd
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from analysis.runs import failed
-
+from trainer import result_schema as R
 
 
 @dataclass
@@ -28,8 +31,6 @@ class Importance:
 def infer_distribution(values: pd.Series):
     """FloatDistribution(log=True) for positive floats spanning more than a decade (learning rates),
     IntDistribution for integers, FloatDistribution for other numbers, CategoricalDistribution otherwise."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     observed = values.dropna().tolist()
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in observed)
     if not numeric:
@@ -46,8 +47,6 @@ def varying_keys(trials: pd.DataFrame, searched: list[str]) -> list[str]:
 
 def rebuild_study(usable: pd.DataFrame, keys: list[str], value: str = "final_val_ppl"):
     """An in-memory study with one COMPLETE trial per row of `usable` (completed or pruned, with a value)."""
-    import optuna
-
     distributions = {k: infer_distribution(usable[k]) for k in keys}
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "a new study created in memory"
     study = optuna.create_study(direction="minimize")
@@ -59,8 +58,6 @@ def rebuild_study(usable: pd.DataFrame, keys: list[str], value: str = "final_val
 
 
 def _as_param(value, distribution):
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
     if isinstance(distribution, CategoricalDistribution):
         return str(value)
     return int(value) if isinstance(distribution, IntDistribution) else float(value)
@@ -68,10 +65,9 @@ def _as_param(value, distribution):
 
 def _evaluator():
     """fANOVA with a fixed seed (needs scikit-learn, which mlflow brings); Optuna's default otherwise."""
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("sklearn") is None:
         return None, "Optuna's default evaluator"
+    # Here, not at the top: it imports scikit-learn, 2.3 s that the report's bad flags would wait for.
     from optuna.importance import FanovaImportanceEvaluator
 
     return FanovaImportanceEvaluator(seed=0), "fANOVA"
@@ -80,8 +76,6 @@ def _evaluator():
 def study_importances(study) -> Importance | None:
     """fANOVA on the sweep's own Optuna study: its COMPLETE trials (pruned ones carry no final value), objective
     val_loss; None when too few trials completed or fewer than 2 parameters vary."""
-    import optuna
-
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     varying = {k for k in (complete[0].params if complete else {}) if len({str(t.params[k]) for t in complete}) > 1}
     if len(complete) < 2 or len(varying) < 2:
@@ -99,8 +93,6 @@ def param_importances(trials: pd.DataFrame, searched: list[str], value: str = "f
                       study=None) -> Importance:
     """Importance of each varying searched key for `value`, or an empty result with the reason. An optuna
     sweep's own study is used when it can answer; other searches get a study rebuilt from the runs."""
-    import optuna
-
     found = study_importances(study) if study is not None else None
     if found is not None:
         return found
@@ -118,7 +110,7 @@ def param_importances(trials: pd.DataFrame, searched: list[str], value: str = "f
         warnings.simplefilter("ignore")  # ExperimentalWarning and small-sample warnings; the note says it instead
         values = optuna.importance.get_param_importances(study, evaluator=evaluator)
     values = {k: (0.0 if math.isnan(v) else float(v)) for k, v in values.items()}
-    pruned = int((usable.outcome == "pruned").sum())
+    pruned = int((usable.outcome == R.PRUNED).sum())
     note = f"{name} over {len(usable)} trials, target {value}"
     if pruned:
         note += (f"; {pruned} of them pruned, each at its last reported value: those come from shorter runs, "

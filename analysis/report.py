@@ -1,4 +1,4 @@
-"""The sweep report: a markdown page with figures from one sweep's MLflow runs, also logged to the parent run.
+"""The sweep report: a markdown page with figures from one sweep's MLflow runs. It only reads MLflow.
 
     python -m analysis.report --experiment lr_warmup [--mlflow-uri URI] [--run PARENT_RUN_ID] [--out DIR]
 
@@ -18,12 +18,10 @@ import pandas as pd
 
 from analysis import figures, tables
 from analysis.importance import param_importances
+from analysis.runs import FLOORS, SCRATCH, Sweep, best_trial, failed, fetch_sweep, report_folder, usable_trials
 from analysis.transfer_fit import transfer_section
-from analysis.runs import FLOORS, SCRATCH, Sweep, best_trial, failed, fetch_sweep, usable_trials
-from trainer.cli import default_tracking_uri, exits_cleanly_on_bad_input
-from trainer.telemetry import disable_telemetry
-
-ARTIFACT_DIR = "report"
+from trainer.cli import ArgumentParser, default_tracking_uri, exits_cleanly_on_bad_input
+from trainer.result_schema import format_value
 
 
 def plot_keys(trials: pd.DataFrame, searched: list[str]) -> tuple[str | None, str | None]:
@@ -74,9 +72,9 @@ def _section_curves(sweep: Sweep, out: Path, written: list[Path]) -> list[str]:
         for name in [f for f in FLOORS if f in sweep.floors]:
             value, bpb = sweep.floors[name], sweep.floors.get(f"{name}_bpb", math.nan)
             verdict = "yes" if best.final_val_loss < value else "**no**"
-            lines.append(f"| {name} | {value:.3f} | {tables.format_value(bpb)} | {figures.short(math.exp(value))} | "
+            lines.append(f"| {name} | {value:.3f} | {format_value(bpb)} | {format_value(math.exp(value))} | "
                          f"{verdict} ({best.final_val_loss:.3f}; "
-                         f"{tables.format_value(best.final_val_bpb)} bits/byte) |")
+                         f"{format_value(best.final_val_bpb)} bits/byte) |")
     return lines
 
 
@@ -105,8 +103,8 @@ def _section_accuracy(sweep: Sweep, out: Path, written: list[Path]) -> list[str]
         return lines + ["No fine-tuning accuracies logged (fine-tuning off, or no trial completed)."]
     lines += ["| accuracy | trials | Pearson r (val_ppl, acc) | Spearman ρ |", "|:---|---:|---:|---:|"]
     for column, s in stats.items():
-        lines.append(f"| {column} | {s['n']} | {tables.format_value(s['pearson'])} | "
-                     f"{tables.format_value(s['spearman'])} |")
+        lines.append(f"| {column} | {s['n']} | {format_value(s['pearson'])} | "
+                     f"{format_value(s['spearman'])} |")
     if any(0 < s["n"] < 3 for s in stats.values()):
         lines += ["", "Fewer than 3 trials with an accuracy: too few points for a correlation."]
     lines += ["", "A negative r means lower perplexity goes with higher accuracy. Only completed trials fine-tune."]
@@ -125,9 +123,9 @@ def _scratch_line(sweep: Sweep) -> str:
     for name in SCRATCH:
         pretrained = best[name.removesuffix("_scratch")] if best is not None else math.nan
         gain = 100 * (pretrained - sweep.scratch.get(name, math.nan))
-        parts.append(f"{name} {tables.format_value(sweep.scratch.get(name))} against the best trial's "
-                     f"{tables.format_value(pretrained)} "
-                     f"({'+' if gain >= 0 else ''}{tables.format_value(gain)} points)")
+        parts.append(f"{name} {format_value(sweep.scratch.get(name))} against the best trial's "
+                     f"{format_value(pretrained)} "
+                     f"({'+' if gain >= 0 else ''}{format_value(gain)} points)")
     return ("Without pretraining (the same fine-tuning recipe on random weights of the best trial's shape): "
             + "; ".join(parts) + ".")
 
@@ -168,23 +166,23 @@ def build_report(sweep: Sweep, out: Path) -> tuple[str, list[Path]]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     best = best_trial(sweep.trials)
-    # "preset" is how sweeps made before trainer.result_schema named it
     fixed = ", ".join(f"{k.removeprefix('sweep.')}={sweep.params[k]}" for k in
-                      ("sweep.preset", "preset", "data.source", "data.tokenizer", "train.seed") if k in sweep.params)
+                      ("sweep.preset", "data.source", "data.tokenizer", "train.seed") if k in sweep.params)
     head = [f"# Sweep report: {sweep.run_name}", "",
             f"Experiment `{sweep.experiment}`, parent run `{sweep.run_id}` ({sweep.status}); "
             f"search {sweep.search or '?'}, scheduler {sweep.params.get('sweep.scheduler', '?')}; "
             f"searched: {', '.join(sweep.searched) or 'nothing'}.", "", f"Fixed: {fixed}.", "",
             f"Trials: {tables.outcome_counts(sweep.trials)}."]
     if best is not None:
-        chosen = ", ".join(f"{k}={tables.format_value(best[k])}" for k in sweep.searched if k in best)
+        chosen = ", ".join(f"{k}={format_value(best[k])}" for k in sweep.searched if k in best)
         head += ["", f"**Best trial {best.trial_id}**: {chosen}: final val_ppl {best.final_val_ppl:.4g} "
-                     f"(val_loss {best.final_val_loss:.3f} nats, {tables.format_value(best.final_val_bpb)} bits per "
+                     f"(val_loss {best.final_val_loss:.3f} nats, {format_value(best.final_val_bpb)} bits per "
                      f"byte) after {best.steps} steps."]
     if sweep.trials.empty:
         return "\n".join(head + ["", "No trial runs under this sweep (yet): nothing to report."]) + "\n", written
     summary = tables.summary_table(sweep.trials, [k for k in sweep.searched if k in sweep.trials])
-    sections = [head, ["## 1. Trials (best final val_ppl first)", "", tables.to_markdown(summary)],
+    sections = [head, ["## 1. Trials (the best first: completed by final val_ppl, then pruned or unfinished, then "
+                       "failed)", "", tables.to_markdown(summary)],
                 _section_search(sweep, out, written), *transfer_section(sweep, out, written),
                 _section_curves(sweep, out, written),
                 _section_importance(sweep, out, written), _section_accuracy(sweep, out, written),
@@ -195,50 +193,26 @@ def build_report(sweep: Sweep, out: Path) -> tuple[str, list[Path]]:
     return text, written
 
 
-def log_to_parent(uri: str, run_id: str, files: list[Path]) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    for path in files:
-        client.log_artifact(run_id, str(path), ARTIFACT_DIR)
-    from sweeps.engine.tracking.run_page import describe_sweep
-
-    describe_sweep(client, run_id)  # the run's description now links the report's files
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m analysis.report", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", required=True, help="MLflow experiment (a sweep's --experiment)")
     parser.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
     parser.add_argument("--run", default=None, help="parent run id of the sweep (default: the latest sweep)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: reports/<experiment>/<the sweep's Tune folder name>)")
-    parser.add_argument("--no-log", action="store_true", help="do not log the report to the parent run")
     return parser.parse_args(argv)
 
 
 @exits_cleanly_on_bad_input
 def main(argv: list[str] | None = None) -> int:
-    import logging
-    import os
-
     started = time.perf_counter()
-    disable_telemetry()
     args = parse_args(argv)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per trial's config.json
-    uri = args.mlflow_uri or default_tracking_uri()
-    sweep = fetch_sweep(uri, args.experiment, args.run)
-    # The Tune folder's name (lr_warmup_20261202-035300): the run's own name has spaces and changes on --resume.
-    folder = Path(sweep.tags.get("gptsweep.sweep_path", "")).name or sweep.run_id
-    out = Path(args.out or Path("reports") / args.experiment / folder).resolve()
+    sweep = fetch_sweep(args.mlflow_uri or default_tracking_uri(), args.experiment, args.run)
+    out = Path(args.out or report_folder(sweep)).resolve()
     text, written = build_report(sweep, out)
     (out / "report.md").write_text(text, encoding="utf-8")
-    if not args.no_log:
-        log_to_parent(uri, sweep.run_id, [out / "report.md", *written])
-    where = "" if args.no_log else f"; logged to run {sweep.run_id} under {ARTIFACT_DIR}/"
     print(f"report: {out / 'report.md'} ({len(sweep.trials)} trials, {len(written)} figures, "
-          f"{time.perf_counter() - started:.1f}s){where}")
+          f"{time.perf_counter() - started:.1f}s)")
     return 0
 
 

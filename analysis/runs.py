@@ -7,16 +7,22 @@ DataFrames built by hand. Bad input (no database, unknown experiment or run) rai
 """
 from __future__ import annotations
 
-import json
+import logging
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
 from trainer import result_schema as R
 from trainer.config import ConfigError, build_config, flatten
+from trainer.telemetry import disable_telemetry
+
+# MLflow is imported inside the two functions that read it: ~5 s, which every analysis command's bad flags
+# would otherwise wait for (and fetch_sweep switches its telemetry off before it is imported).
 
 FLOORS = ("floor_uniform", "floor_unigram", "floor_bigram")
 FLOORS_BPB = tuple(f"{name}_bpb" for name in FLOORS)  # the same floors in bits per byte
@@ -75,7 +81,7 @@ def _number(text):
 
 def find_parent(client, experiment: str, run_id: str | None):
     """The sweep's parent run: `run_id`, else the latest run tagged gptsweep.role=sweep (trainer.result_schema)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # (see the note at the top)
 
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -100,8 +106,7 @@ def find_parent(client, experiment: str, run_id: str | None):
     return runs[0]
 
 
-def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
-               max_steps: dict[str, int]) -> pd.DataFrame:
+def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame) -> pd.DataFrame:
     """One row per trial from `mlflow.search_runs` output (columns params.*, metrics.*, tags.*) and the curves."""
     rows = []
     for _, run in runs.iterrows():
@@ -109,7 +114,7 @@ def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
         mine = curves[curves.trial_id == trial_id]
         loss = mine[mine.key == "val_loss"].sort_values("step")
         ppl = mine[mine.key == "val_ppl"].sort_values("step")
-        outcome = run.get(f"tags.{R.OUTCOME}") or "unknown"
+        outcome = run.get(f"tags.{R.OUTCOME}") or R.UNKNOWN
         failed = outcome in R.FAILED_OUTCOMES  # its last finite eval is not where the run ended
         row = {"trial_id": trial_id, "run_id": run["run_id"], "run_name": run.get("tags.mlflow.runName"),
                "outcome": outcome, "status": run["status"],
@@ -119,7 +124,8 @@ def trial_rows(runs: pd.DataFrame, searched: list[str], curves: pd.DataFrame,
                "best_val_ppl": ppl.value.min() if len(ppl) else math.nan,
                "finetune_acc": run.get("metrics.finetune_acc", math.nan),
                "finetune_acc_fewshot": run.get("metrics.finetune_acc_fewshot", math.nan),
-               "steps": int(loss.step.max()) if len(loss) else 0, "max_steps": max_steps.get(trial_id, math.nan)}
+               "steps": int(loss.step.max()) if len(loss) else 0,
+               "max_steps": _number(run.get("params.train.max_steps", math.nan))}
         row.update({key: run.get(f"metrics.{key}", math.nan) for key in LEDGER})  # each one's last value
         row.update({key: _number(run.get(f"params.{key}")) for key in searched})
         rows.append(row)
@@ -141,14 +147,9 @@ def _read_artifact(client, run_id: str, path: str) -> str | None:
     with tempfile.TemporaryDirectory() as folder:
         try:
             local = client.download_artifacts(run_id, path, folder)
-        except Exception:  # a missing artifact (trial still running, or logged before this existed)
+        except Exception:  # a missing artifact (a trial still running)
             return None
         return Path(local).read_text(encoding="utf-8")
-
-
-def _max_steps(client, run_id: str) -> int | None:
-    text = _read_artifact(client, run_id, "config.json")
-    return int(json.loads(text)["train.max_steps"]) if text else None
 
 
 def latest_samples(client, run_id: str) -> str | None:
@@ -158,8 +159,11 @@ def latest_samples(client, run_id: str) -> str | None:
 
 
 def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
-    """Read the parent, its children (tags.mlflow.parentRunId), their curves, config and the best trial's samples."""
-    import mlflow
+    """Read the parent, its children (tags.mlflow.parentRunId), their curves and the best trial's samples."""
+    disable_telemetry()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per downloaded samples file
+    import mlflow  # (see the note at the top)
     from mlflow.tracking import MlflowClient
 
     check_uri(uri)
@@ -170,19 +174,11 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
     searched = [k for k in parent.data.tags.get(R.SEARCHED, "").split(",") if k]
     runs = mlflow.search_runs([parent.info.experiment_id], f"tags.`{R.PARENT_RUN_ID}` = '{parent_id}'",
                               output_format="pandas")
-    curves, max_steps = [], {}
-    for _, run in runs.iterrows():
-        trial_id = run.get(f"tags.{R.TRIAL_ID}")
-        curves += _history(client, run["run_id"], trial_id)
-        max_steps[trial_id] = _max_steps(client, run["run_id"])
+    curves = [point for _, run in runs.iterrows()
+              for point in _history(client, run["run_id"], run.get(f"tags.{R.TRIAL_ID}"))]
     curves = clean_curves(pd.DataFrame(curves, columns=["trial_id", "key", "step", "value"]))
-    fallback = _number(parent.data.params.get("train.max_steps"))
-    max_steps = {k: v if v is not None else fallback for k, v in max_steps.items()}
-    trials = trial_rows(runs, searched, curves, max_steps)
+    trials = trial_rows(runs, searched, curves)
     floors = {k: v for k, v in parent.data.metrics.items() if k in FLOORS + FLOORS_BPB}
-    if not floors:  # an older parent: the children carry them as well
-        floors = {k[len("metrics."):]: runs[k].dropna().iloc[0] for k in runs.columns
-                  if k[len("metrics."):] in FLOORS + FLOORS_BPB and runs[k].notna().any()}
     sweep = Sweep(experiment=experiment, run_id=parent_id, run_name=parent.info.run_name or parent_id,
                   status=parent.info.status, params=dict(parent.data.params), tags=dict(parent.data.tags),
                   searched=searched, trials=trials, curves=curves, floors=floors,
@@ -198,8 +194,6 @@ def fetch_sweep(uri: str, experiment: str, run_id: str | None = None) -> Sweep:
 
 def load_study(tracking_uri: str, sweep_path: str):
     """The Optuna study the sweep's searcher kept (trainer.result_schema.study_location), or None."""
-    import optuna
-
     location = R.study_location(tracking_uri, sweep_path) if sweep_path else None
     if location is None or not location[0].is_file():
         return None
@@ -221,14 +215,19 @@ def failed(trials: pd.DataFrame) -> pd.Series:
 
 
 def best_trial(trials: pd.DataFrame) -> pd.Series | None:
-    """The completed trial with the lowest final val_ppl (trainer.result_schema.counts_for_best)."""
-    ok = trials[[R.counts_for_best(o, v) for o, v in zip(trials.outcome, trials.final_val_ppl)]]
-    return None if ok.empty else ok.loc[ok.final_val_ppl.idxmin()]
+    """The sweep's best trial row (trainer.result_schema.best_of on its final val_ppl), or None."""
+    return R.best_of((row for _, row in trials.iterrows()), lambda row: row.outcome, lambda row: row.final_val_ppl)
+
+
+def report_folder(sweep: Sweep) -> Path:
+    """reports/<experiment>/<the sweep's Tune folder name>: the run's display name has spaces and changes on
+    --resume; the folder name (lr_warmup_20261202-035300) does not."""
+    return Path("reports") / sweep.experiment / (Path(sweep.tags.get(R.SWEEP_PATH, "")).name or sweep.run_id)
 
 
 def sweep_preset(sweep: Sweep) -> str:
-    """The sweep's preset: param sweep.preset (sweeps made before trainer.result_schema named it "preset")."""
-    return str(sweep.params.get("sweep.preset") or sweep.params.get("preset", "cpu"))
+    """The preset the sweep's trials started from (its parent's param sweep.preset)."""
+    return str(sweep.params["sweep.preset"])
 
 
 NOT_A_MODEL_SETTING = ("data.", "sweep.", "train.seed", "train.threads", "model.vocab_size")

@@ -5,14 +5,13 @@
 Reads the latest sweep of the experiment (or --run) from MLflow (analysis.runs.fetch_sweep); every completed
 trial is one point: N = n_params_non_embedding, D = tokens, C = flops (the compute ledger's metrics), L = its
 final val_loss. Fits L(N, D) = E + A/N^α + B/D^β (analysis/scaling_law_fit.py), bootstraps it over runs, writes
-isoflop.png, surface.png and frontier.png to reports/<experiment>/<sweep>/scaling/, and prints the fit. With
---budget-flops C it prints the compute-optimal (N, D) for C, the predicted val_loss with its 90 % interval and
-a `python -m trainer` line with a width, depth and steps that come near that N and D.
+isoflop.png, surface.png and frontier.png to reports/<experiment>/<the sweep's Tune folder name>/scaling/, and
+prints the fit. With --budget-flops C it prints the compute-optimal (N, D) for C, the predicted val_loss with its
+90 % interval and a `python -m trainer` line with a width, depth and steps that come near that N and D.
 """
 from __future__ import annotations
 
 import argparse
-import ast
 import shlex
 import sys
 from pathlib import Path
@@ -20,24 +19,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.runs import Sweep, changed_settings, fetch_sweep, sweep_preset
+from analysis.runs import Sweep, changed_settings, fetch_sweep, report_folder, sweep_preset
+from trainer import result_schema as R
 from trainer.cli import ArgumentParser, default_tracking_uri, exits_cleanly_on_bad_input
+from trainer.compute import non_embedding_params
 from trainer.config import ConfigError, RunConfig, config_from_params
+from trainer.sizes import budget_params, shape_for, size_params
+
+# The fit (scipy) and its figures (matplotlib) are imported where they are used: 2.3 of the 3.1 s this module
+# takes to import, which bad flags would otherwise wait for.
 
 def trial_config(sweep: Sweep, trial: pd.Series) -> RunConfig:
-    """A trial's config: the sweep's fixed params (the parent's, as strings) with the trial's searched values;
-    a searched value that is a mapping (sweeps/scaling.py's sizes and budgets) is read back from its text."""
-    fixed = {k: v for k, v in sweep.params.items() if "." in k and not k.startswith("sweep.")}
-    searched = {}
-    for key in sweep.searched:
-        value = trial[key]
-        searched[key] = ast.literal_eval(value) if isinstance(value, str) and value.startswith("{") else value
-    return config_from_params({**{k: v for k, v in fixed.items() if v != "None"}, **searched})
+    """A trial's config: the sweep's fixed params (the parent's, as strings) with the trial's searched values
+    (plain dotted keys: trainer.config.spread_params)."""
+    fixed = {k: v for k, v in sweep.params.items() if "." in k and not k.startswith("sweep.") and v != "None"}
+    return config_from_params({**fixed, **{key: trial[key] for key in sweep.searched}})
 
 
 def scaling_points(sweep: Sweep) -> pd.DataFrame:
     """One row per completed trial with a ledger: n, d, flops, loss and its shape (d_model, n_layers, vocab, ...)."""
-    done = sweep.trials[(sweep.trials.outcome == "completed") & sweep.trials.final_val_loss.notna()
+    done = sweep.trials[(sweep.trials.outcome == R.COMPLETED) & sweep.trials.final_val_loss.notna()
                         & sweep.trials.flops.notna()]
     rows = []
     for _, trial in done.iterrows():
@@ -53,9 +54,6 @@ def scaling_points(sweep: Sweep) -> pd.DataFrame:
 
 def trainer_command(sweep: Sweep, points: pd.DataFrame, n_opt: float, d_opt: float) -> tuple[str, int, int]:
     """The `python -m trainer` line for a model near n_opt trained on ≈ d_opt tokens, its N and its D."""
-    from trainer.compute import non_embedding_params
-    from trainer.sizes import budget_params, shape_for, size_params
-
     d_model, n_layers = shape_for(n_opt)
     tokens_per_step = int(points.tokens_per_step.iloc[0])
     steps = max(1, round(d_opt / tokens_per_step))
@@ -76,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--experiment", default="scaling")
     parser.add_argument("--mlflow-uri", default=None, help="default: sqlite:///<cwd>/mlflow.db")
     parser.add_argument("--run", default=None, help="parent run id of the sweep (default: the latest)")
-    parser.add_argument("--out", default=None, help="figures folder (default: reports/<experiment>/<sweep>/scaling)")
+    parser.add_argument("--out", default=None, help="figures folder (default: reports/<experiment>/<sweep folder>/scaling)")
     parser.add_argument("--budget-flops", type=float, default=None, help="recommend (N, D) for this many FLOPs")
     parser.add_argument("--bootstraps", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     boots = bootstrap(points.n, points.d, points.loss, starts, samples=args.bootstraps, seed=args.seed)
     aspect = float(np.median(points.d_model / points.n_layers))
     per_token = family_flops_per_token(int(points.vocab_size.iloc[0]), int(points.context_length.iloc[0]), aspect)
-    out = Path(args.out or Path("reports") / args.experiment / sweep.run_name / "scaling")
+    out = Path(args.out or report_folder(sweep) / "scaling")
     out.mkdir(parents=True, exist_ok=True)
     figures.save(figures.isoflop_curves(fit, points.n, points.d, points.loss, points.flops, per_token),
                  out / "isoflop.png")

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
+from trainer.compute import flops_per_token
 from trainer.config import ConfigError
 
 HUBER_DELTA = 1e-3
@@ -159,8 +160,6 @@ def family_flops_per_token(vocab_size: int, context_length: int, aspect: float) 
     """Training FLOPs per token of a model of N non-embedding parameters with d_model / n_layers = aspect
     (N ≈ 12·n_layers·d², so d = (N·aspect/12)^⅓), by the ledger's convention: the output layer and attention
     included, which dominate at the small sizes a CPU sweep reaches."""
-    from trainer.compute import flops_per_token
-
     def at(n: float) -> float:
         d_model = (n * aspect / 12) ** (1 / 3)
         return flops_per_token(d_model, d_model / aspect, vocab_size, context_length)

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.runs import failed
+from trainer import result_schema as R
+from trainer.result_schema import format_value
 
 SUMMARY_METRICS = {"final_val_ppl": "final val_ppl", "final_val_bpb": "final val_bpb", "best_val_ppl": "best val_ppl",
                    "finetune_acc": "finetune_acc",
@@ -17,28 +19,12 @@ SUMMARY_METRICS = {"final_val_ppl": "final val_ppl", "final_val_bpb": "final val
 
 
 def summary_table(trials: pd.DataFrame, searched: list[str]) -> pd.DataFrame:
-    """Every trial, its searched values and results, best final val_ppl on top (no value, e.g. diverged, last)."""
+    """Every trial, its searched values and results, the best trial on top (trainer.result_schema.rank_key:
+    completed trials by final val_ppl, then pruned or unfinished ones, then failed)."""
     columns = ["trial_id", *searched, *SUMMARY_METRICS]
-    table = trials.sort_values(["final_val_ppl", "trial_id"], na_position="last", kind="stable")[columns]
-    return table.rename(columns=SUMMARY_METRICS).reset_index(drop=True)
-
-
-def format_value(value) -> str:
-    """Short, aligned-looking cells: 3 significant digits for floats, '–' for missing."""
-    if value is None or isinstance(value, float) and math.isnan(value):
-        return "–"
-    if isinstance(value, (bool, np.bool_)):
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if abs(value) >= 1e7:
-            return f"{value:.3g}"
-        if value.is_integer() or abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:.3g}"
-    return str(value).replace("|", "\\|")
+    order = sorted(range(len(trials)), key=lambda i: (*R.rank_key(trials.outcome.iloc[i], trials.final_val_ppl.iloc[i]),
+                                                       str(trials.trial_id.iloc[i])))
+    return trials.iloc[order][columns].rename(columns=SUMMARY_METRICS).reset_index(drop=True)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -47,7 +33,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(str(c) for c in table.columns) + " |",
              "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
     for row in table.itertuples(index=False):
-        lines.append("| " + " | ".join(format_value(v) for v in row) + " |")
+        lines.append("| " + " | ".join(format_value(v).replace("|", "\\|") for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -89,7 +75,7 @@ def asha_accounting(trials: pd.DataFrame) -> dict[str, float]:
     budget = int(trials.max_steps.fillna(0).sum())
     return {"trials": len(trials), "spent": spent, "budget": budget,
             "saving": 1 - spent / budget if budget else math.nan,
-            "pruned": int((trials.outcome == "pruned").sum()), "completed": int((trials.outcome == "completed").sum())}
+            "pruned": int((trials.outcome == R.PRUNED).sum()), "completed": int((trials.outcome == R.COMPLETED).sum())}
 
 
 def compute_totals(trials: pd.DataFrame) -> dict[str, float]:
@@ -104,7 +90,7 @@ def compute_totals(trials: pd.DataFrame) -> dict[str, float]:
 
 def outcome_counts(trials: pd.DataFrame) -> str:
     """'8 completed, 2 pruned' in a fixed order."""
-    order = ["completed", "pruned", "diverged", "error", "running", "unknown"]
+    order = [*R.OUTCOMES, R.UNKNOWN]
     counts = trials.outcome.value_counts()
     known = [o for o in order if o in counts] + sorted(o for o in counts.index if o not in order)
     return ", ".join(f"{counts[o]} {o}" for o in known) or "no trials"

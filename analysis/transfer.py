@@ -22,8 +22,6 @@ from analysis.runs import changed_settings, fetch_sweep, sweep_preset
 from trainer.cli import ArgumentParser, default_tracking_uri, exits_cleanly_on_bad_input
 from trainer.config import ConfigError, build_config
 
-# Parent-run params that describe where the sweep ran, not the model to train.
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(prog="python -m analysis.transfer", description=__doc__.splitlines()[0])
@@ -81,12 +79,7 @@ def command_line(sweep, overrides: dict[str, object]) -> str:
 
 @exits_cleanly_on_bad_input
 def main(argv: list[str] | None = None) -> int:
-    import logging
-    import os
-
     args = parse_args(argv)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per trial's config.json
     sweep = fetch_sweep(args.mlflow_uri or default_tracking_uri(), args.experiment, args.run)
     if "optim.lr" not in sweep.searched:
         raise ConfigError(f"sweep {sweep.run_name} did not search optim.lr; run sweeps/lr_transfer.py first")

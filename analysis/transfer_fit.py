@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -102,8 +103,6 @@ def predict(fit: dict[str, float], width: float) -> tuple[float, float]:
 
 def transfer_figure(table: pd.DataFrame, optima: pd.DataFrame | None = None):
     """Val loss against lr, one curve per width (darker = wider), the optimum marked; a panel per parametrization."""
-    import matplotlib.pyplot as plt
-
     optima = optimal_lrs(table) if optima is None else optima
     params = [p for p in ("sp", "mup") if p in set(table.parametrization)] or sorted(set(table.parametrization))
     fig, axes = plt.subplots(1, len(params), figsize=(figures.WIDTH, 4.0), sharey=True, squeeze=False)
@@ -144,33 +143,9 @@ def optima_markdown(optima: pd.DataFrame, table: pd.DataFrame) -> list[str]:
     return lines
 
 
-def coord_check_figure(rms_by_param: dict[str, dict[str, dict[int, float]]], slopes_by_param: dict[str, dict]):
-    """RMS of each activation against width (log-log), a panel per parametrization, slopes in the legend."""
-    import matplotlib.pyplot as plt
-
-    params = list(rms_by_param)
-    fig, axes = plt.subplots(1, len(params), figsize=(figures.WIDTH, 3.6), sharey=True, squeeze=False)
-    for ax, param in zip(axes[0], params):
-        for name, by_width in rms_by_param[param].items():
-            widths = sorted(by_width)
-            ax.plot(widths, [by_width[w] for w in widths], "-o", ms=3,
-                    label=f"{name} (slope {slopes_by_param[param][name]:+.2f})")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(f"coordinate check: {param}")
-        ax.set_xlabel("width (d_model)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("activation RMS after 3 AdamW steps")
-    fig.tight_layout()
-    return fig
-
-
 def transfer_section(sweep, out, written: list) -> list[list[str]]:
     """The report's section for a sweep that searched optim.lr with model.d_model or model.parametrization:
-    the transfer figure, the optima table and the coordinate check; [] for any other sweep."""
-    from trainer.coord_check import coord_check, slopes
-
+    the transfer figure and the optima table; [] for any other sweep."""
     if LR not in sweep.searched or not {WIDTH, PARAM} & set(sweep.searched) or sweep.trials.empty:
         return []
     width0 = int(sweep.params.get(WIDTH, 256)) if WIDTH not in sweep.searched else None
@@ -181,13 +156,8 @@ def transfer_section(sweep, out, written: list) -> list[list[str]]:
         return [lines + ["No finished trials with a val_loss yet."]]
     written.append(out / "lr_transfer.png")
     figures.save(transfer_figure(table, optima), written[-1])
-    lines += ["![val_loss against lr per width, a panel per parametrization](lr_transfer.png)", "",
-              *optima_markdown(optima, table), "",
-              "What to use at another width: `python -m analysis.transfer --experiment "
-              f"{sweep.experiment} --run {sweep.run_id} --width W`."]
-    rms = {p: coord_check(p) for p in ("sp", "mup")}
-    written.append(out / "coord_check.png")
-    figures.save(coord_check_figure(rms, {p: slopes(r) for p, r in rms.items()}), written[-1])
-    return [lines + ["", "Coordinate check (trainer/coord_check.py, 2 layers on random tokens): under μP every "
-                     "activation's RMS is flat in width; under SP it grows, the logits' included.", "",
-                     "![activation RMS against width](coord_check.png)"]]
+    return [lines + ["![val_loss against lr per width, a panel per parametrization](lr_transfer.png)", "",
+                     *optima_markdown(optima, table), "",
+                     "What to use at another width: `python -m analysis.transfer --experiment "
+                     f"{sweep.experiment} --run {sweep.run_id} --width W`. Whether μP holds on this code at all: "
+                     "`python -m trainer.coord_check` (each activation's RMS against width: flat under μP)."]]

@@ -17,6 +17,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from ray.tune.schedulers.async_hyperband import _Bracket
+
 
 @dataclass
 class ReplayedTrial:
@@ -27,8 +29,6 @@ def replay(curves: list[dict[int, float]], grace: int, reduction_factor: float, 
            order: list[int] | None = None) -> tuple[list[int], float]:
     """Steps each trial would run under ASHA (time_attr = step, max_t = the curves' last step) and the best
     val_loss among the trials that reach max_t. `curves` are in the sweep's start order unless `order` says."""
-    from ray.tune.schedulers.async_hyperband import _Bracket
-
     max_t = max(max(c) for c in curves)
     bracket = _Bracket(min_t=grace, max_t=max_t, reduction_factor=reduction_factor, s=0)
     queue = list(order if order is not None else range(len(curves)))

@@ -22,9 +22,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import ray
+
 from benchmarks.asha_replay import replay, replay_table
 from benchmarks.common import emit, offline, shared_file, sweep_benchmark_parser
 from benchmarks.sweep_results import SweepRun, run_sweep_captured
+from sweeps.engine.plan import REDUCTION_FACTOR, grace_steps
+from sweeps.lr_warmup import space
+from trainer.result_schema import best_of
 
 REPLAYED = [(4, 2), (16, 2), (32, 2), (32, 4), (64, 2), (64, 3), (128, 2)]  # (grace steps, reduction factor)
 
@@ -34,8 +39,6 @@ MODEL = {"model.n_layers": 2, "model.d_model": 64, "model.n_heads": 4, "model.co
 
 def _grid_sweep(scheduler: str, work: Path, steps: int, vocab: int, slots: int, echo: bool) -> SweepRun:
     """The lr × warmup grid of sweeps/lr_warmup.py under `scheduler`, recorded in work/mlflow.db."""
-    from sweeps.lr_warmup import space
-
     uri = f"sqlite:///{work / 'mlflow.db'}"
     sets = [a for k, v in {**MODEL, "train.max_steps": steps}.items() for a in ("--set", f"{k}={v}")]
     argv = ["--preset", "smoke", "--data", str(shared_file("wikitext-2", "wiki.test.raw")),
@@ -54,10 +57,6 @@ def _trial_table(run: SweepRun) -> list[dict]:
 
 def measure(steps: int = 256, vocab: int = 2048, slots: int = 2, echo: bool = False) -> dict:
     """The grid at full budget (FIFO) and under ASHA, then ASHA replayed on the grid's curves."""
-    import ray
-
-    from sweeps.engine.plan import REDUCTION_FACTOR, grace_steps
-
     work = Path(tempfile.mkdtemp(prefix="asha_savings_"))
     offline(work / "cache")
     full, asha = (_grid_sweep(s, work, steps, vocab, slots, echo) for s in ("fifo", "asha"))
@@ -66,7 +65,7 @@ def measure(steps: int = 256, vocab: int = 2048, slots: int = 2, echo: bool = Fa
         raise SystemExit(f"a sweep failed (exit codes {full.rc}, {asha.rc}):\n"
                          f"{full.output[-2000:]}{asha.output[-2000:]}")
     steps_full, steps_asha = sum(t.steps for t in full.trials), sum(t.steps for t in asha.trials)
-    best_full, best_asha = min(t.val_ppl for t in full.trials), min(t.val_ppl for t in asha.trials)
+    best_full, best_asha = (best_of(r.trials, lambda t: t.outcome, lambda t: t.val_ppl).val_ppl for r in (full, asha))
     grace = grace_steps(steps)  # as the sweep set up ASHA
     curves = [t.val_loss for t in full.trials]
     replayed_steps, _ = replay(curves, grace, REDUCTION_FACTOR, slots)

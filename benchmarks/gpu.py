@@ -3,7 +3,7 @@
 The GPU path, measured on one GPU in one run (a few minutes; at most ~8 on an H100-class GPU):
 
 1. Training tokens/s of the seed config through our loop (`Pretrainer.train_step`, `auto` precision: bf16 on a
-   bf16-native GPU) and its MFU: achieved model FLOP/s (6·N + 12·L·T·d per token, benchmarks/throughput.py's
+   bf16-native GPU) and its MFU: achieved model FLOP/s (6·N + 12·L·T·d per token, trainer/compute.py's
    `flops_per_token`) over the GPU's dense bf16 peak from NVIDIA's datasheet (`PEAKS`: figure and source), and
    over a large bf16 matmul timed in the same run.
 2. The output layer + loss on CUDA, at equal loss: `plain` (logits in bf16, then F.cross_entropy: our CUDA default,
@@ -29,7 +29,7 @@ import time
 import torch
 
 from benchmarks.gpu_packing import measure_packing
-from benchmarks.throughput import HFPeer, device_name, flops_per_token, load_corpus, measure_peak, timed_steps
+from benchmarks.throughput import HFPeer, device_name, load_corpus, measure_peak, timed_steps
 from trainer.config import build_config, with_vocab_size
 from trainer.loop import Pretrainer
 
@@ -134,7 +134,7 @@ def measure(preset: str = "seed", steps: int = 400, rounds: int = 10, warmup: in
     corpus, data_note = load_corpus(cfg.model.context_length)
     default, runners = make_runners(cfg, corpus, compile_model)
     dev = runners["plain"].device
-    fpt = flops_per_token(runners["plain"].model)
+    fpt = runners["plain"].ledger.flops_per_token
     errors = warm_up(runners, warmup, dev)
     matmul_peak = measure_peak(dev, n=8192 if dev.type == "cuda" else 1024, repeats=5)
     tps, losses = alternate(runners, rounds, per_round, dev, log)

@@ -16,6 +16,13 @@ import statistics
 import time
 from pathlib import Path
 
+import ray
+import torch
+
+from benchmarks.throughput import sync
+from trainer.config import build_config, with_vocab_size
+from trainer.loop import Pretrainer
+
 REPO = Path(__file__).resolve().parents[1]
 TRIAL_TIMEOUT_S = 180
 GROWTH = 1.10  # a doubling of k must add at least 10 % total throughput to be worth its memory and latency
@@ -36,8 +43,6 @@ def _gib(n_bytes: float | None) -> float | None:
 
 
 def _barrier_class():
-    import ray
-
     @ray.remote(num_cpus=0)
     class Barrier:
         """All parties' wait() return together, once the last one has called it."""
@@ -55,13 +60,6 @@ def _barrier_class():
 
 def packed_trial(cfg_overrides: dict, preset: str, corpus, warmup: int, steps: int, barrier) -> dict:
     """One trial inside its Ray worker: build, warm up, meet the others, time `steps` steps."""
-    import ray
-    import torch
-
-    from benchmarks.throughput import sync
-    from trainer.config import build_config, with_vocab_size
-    from trainer.loop import Pretrainer
-
     trainer = Pretrainer(with_vocab_size(build_config(preset, cfg_overrides), corpus.vocab_size), corpus, tokenizer=None)
     device = trainer.device
     for _ in range(warmup):
@@ -85,8 +83,6 @@ def packed_trial(cfg_overrides: dict, preset: str, corpus, warmup: int, steps: i
 
 
 def _one_k(run, k: int, cfg_overrides: dict, preset: str, corpus_ref, warmup: int, steps: int) -> dict:
-    import ray
-
     barrier = _barrier_class().remote(k)
     task = run.options(num_gpus=1 / k)
     # A bound, so that a k that hangs (a worker stuck starting, say) costs a GPU session minutes, not its run.
@@ -113,8 +109,6 @@ def measure_packing(corpus, preset: str, cfg_overrides: dict, ks: tuple[int, ...
                     steps: int) -> dict:
     """Total and per-trial tokens/s and peak memory for each k trials sharing one GPU (a Ray GPU resource: a
     logical one where no GPU exists, so this also runs, as a test, on CPU)."""
-    import ray
-
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, max(ks)), num_gpus=1, include_dashboard=False,
              logging_level=logging.ERROR, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(

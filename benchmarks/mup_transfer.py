@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis import transfer_fit
+from analysis import figures, transfer_fit
 from benchmarks.run_pool import prepare, run_adaptively, train_run
 from trainer.cli import exits_cleanly_on_bad_input
 from trainer.config import ConfigError, build_config
@@ -202,8 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {k: v for k, v in vars(args).items() if k in Setup.__dataclass_fields__ and v is not None}
     summary, table = measure(dataclasses.replace(QUICK if args.quick else Setup(), **chosen))
     if args.figure:
-        from analysis import figures
-
         figures.save(transfer_fit.transfer_figure(table), args.figure)
     if not args.json:
         print(table.to_string(index=False))

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis import scaling_law_figures
+from analysis.scaling_law_fit import bootstrap, family_flops_per_token, fit_law, interval, optimal_allocation
 from benchmarks.run_pool import prepare, run_adaptively, train_run
 from trainer.cli import exits_cleanly_on_bad_input
 from trainer.compute import flops_per_token, non_embedding_params
@@ -81,8 +83,6 @@ def grid_plan(setup: Setup, vocab_size: int):
 
 def evaluate_fit(runs: list[dict], holdout: int, bootstraps: int, vocab_size: int, context: int) -> dict:
     """Fit on all but the `holdout` runs of largest compute; predict those with their 90 % bootstrap intervals."""
-    from analysis.scaling_law_fit import bootstrap, family_flops_per_token, fit_law, interval
-
     n, d, loss, flops = (np.array([r[k] for r in runs]) for k in ("n_params_non_embedding", "tokens", "val_loss",
                                                                      "flops"))
     held = np.zeros(len(runs), bool)
@@ -106,8 +106,6 @@ def recommend(runs: list[dict], budget: float, setup: Setup, vocab_size: int) ->
     """What `python -m analysis.scaling_law --budget-flops budget` says for a sweep of these runs: the fit on all
     of them, N_opt and D_opt, the nearest shape (trainer.sizes.shape_for) at whole steps, and that shape's
     predicted val_loss with its 90 % interval."""
-    from analysis.scaling_law_fit import bootstrap, family_flops_per_token, fit_law, interval, optimal_allocation
-
     n, d, loss = (np.array([r[k] for r in runs]) for k in ("n_params_non_embedding", "tokens", "val_loss"))
     fit, starts = fit_law(n, d, loss)
     boots = bootstrap(n, d, loss, starts, samples=setup.bootstraps)
@@ -157,8 +155,6 @@ def measure(setup: Setup = Setup(), figure: str | None = None) -> dict:
     result = evaluate_fit(runs, setup.holdout, setup.bootstraps, vocab_size, setup.context)
     fit, predictions = result["fit"], result["predictions"]
     if figure:
-        from analysis import scaling_law_figures
-
         flops = np.array([r["flops"] for r in runs])
         scaling_law_figures.save(scaling_law_figures.frontier(
             fit, result["boots"], (flops.min() / 3, flops.max() * 30), result["per_token"],

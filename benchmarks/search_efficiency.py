@@ -17,8 +17,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import ray
+
 from benchmarks.common import emit, offline, shared_file, sweep_benchmark_parser
 from benchmarks.sweep_results import SweepRun, run_sweep_captured
+from sweeps.lr_warmup import space
+from trainer.result_schema import best_of
 
 MODEL = {"model.n_layers": 2, "model.d_model": 64, "model.n_heads": 4, "model.context_length": 64,
          "model.dropout": 0.0, "train.batch_size": 16, "train.eval_batches": 8}
@@ -27,8 +31,6 @@ METHODS = {"optuna_asha": ("optuna", "asha"), "random_asha": ("random", "asha"),
 
 def _sweep(work: Path, experiment: str, search: str, scheduler: str, seed: int, trials: int, steps: int,
            slots: int, echo: bool) -> SweepRun:
-    from sweeps.lr_warmup import space
-
     uri = f"sqlite:///{work / 'mlflow.db'}"
     sets = {**MODEL, "train.max_steps": steps, "train.eval_every": max(1, steps // 8)}
     argv = ["--preset", "smoke", "--data", str(shared_file("wikitext-2", "wiki.test.raw")), "--tokenizer", "bpe:1024",
@@ -42,23 +44,21 @@ def _sweep(work: Path, experiment: str, search: str, scheduler: str, seed: int, 
     return run
 
 
-def best_completed(run: SweepRun, steps: int) -> float:
-    """The lowest final val_loss among trials that ran all `steps` (pruned ones never count as best)."""
-    finals = [t.val_loss[max(t.val_loss)] for t in run.trials if t.steps >= steps and t.val_loss]
-    return min(finals) if finals else float("inf")
+def best_completed(run: SweepRun) -> float:
+    """The final val_loss of the sweep's best trial (trainer.result_schema.best_of: pruned ones never count)."""
+    best = best_of(run.trials, lambda t: t.outcome, lambda t: t.val_ppl)
+    return best.val_loss[max(best.val_loss)] if best is not None else float("inf")
 
 
 def measure(steps: int = 128, trials: int = 7, seeds: int = 3, slots: int = 2, echo: bool = False) -> dict:
-    import ray
-
     work = Path(tempfile.mkdtemp(prefix="search_efficiency_"))
     offline(work / "cache")
     grid = _sweep(work, "grid", "grid", "fifo", 0, 1, steps, slots, echo)
-    grid_steps, grid_best = sum(t.steps for t in grid.trials), best_completed(grid, steps)
+    grid_steps, grid_best = sum(t.steps for t in grid.trials), best_completed(grid)
     results = {}
     for name, (search, scheduler) in METHODS.items():
         runs = [_sweep(work, f"{name}_{s}", search, scheduler, s, trials, steps, slots, echo) for s in range(seeds)]
-        bests = [best_completed(r, steps) for r in runs]
+        bests = [best_completed(r) for r in runs]
         fractions = [sum(t.steps for t in r.trials) / grid_steps for r in runs]
         results[name] = {"tokens_fraction": round(statistics.fmean(fractions), 3),
                          "best_val_loss": round(statistics.fmean(bests), 4),

@@ -22,12 +22,21 @@ runner prints it) should be ~0 next to the first sweep's, which tokenizes into a
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import ray
+import torch
+
 from benchmarks.common import emit, offline, shared_file, sweep_benchmark_parser
 from benchmarks.sweep_results import SweepRun, run_sweep_captured
+from sweeps.engine.plan import Dim
+from trainer.config import DataConfig, build_config, with_vocab_size
+from trainer.config import build_config
+from trainer.data import prepare_corpus
+from trainer.loop import Pretrainer
 
 CONFIG_NOTE = ("cpu preset, wikitext-2 test, GPT-2 tokenizer, grid over optim.lr, FIFO, fine-tuning off, "
                "1 CPU + 1 torch thread per trial")
@@ -35,14 +44,6 @@ CONFIG_NOTE = ("cpu preset, wikitext-2 test, GPT-2 tokenizer, grid over optim.lr
 
 def calibrate_step_seconds(argv_data: dict) -> float:
     """Seconds per training step of the trial config with one thread (median of 5, after 2 warm-up steps)."""
-    import statistics
-
-    import torch
-
-    from trainer.config import DataConfig, build_config, with_vocab_size
-    from trainer.data import prepare_corpus
-    from trainer.loop import Pretrainer
-
     cfg = build_config("cpu", {"train.threads": 1})
     corpus, tokenizer = prepare_corpus(DataConfig(**argv_data), cfg.model.context_length)
     trainer = Pretrainer(with_vocab_size(cfg, corpus.vocab_size), corpus, tokenizer)
@@ -59,8 +60,6 @@ def calibrate_step_seconds(argv_data: dict) -> float:
 
 def _grid(lrs: tuple, n_steps: int):
     """A fixed grid of learning rates, warmup a tenth of the run."""
-    from sweeps.engine.plan import Dim
-
     return lambda _cfg: {"optim.lr": Dim(None, grid=lrs), "optim.warmup_steps": Dim(None, grid=(n_steps // 10,))}
 
 
@@ -94,10 +93,6 @@ def overhead(first: SweepRun, slots: int) -> dict:
 
 def measure(trials: int = 8, train_seconds: float = 20.0, slots: int = 2, echo: bool = False) -> dict:
     """Two real sweeps (the second on the warm token cache) and the overhead of the first."""
-    import ray
-
-    from trainer.config import build_config
-
     text, tok = shared_file("wikitext-2", "wiki.test.raw"), shared_file("gpt2_tokenizer")
     work = Path(tempfile.mkdtemp(prefix="sweep_overhead_"))
     # The step count is calibrated on a throwaway cache, then the first sweep tokenizes into a fresh one.

@@ -18,6 +18,9 @@ import sys
 import time
 from dataclasses import dataclass
 
+from mlflow.tracking import MlflowClient
+
+from sweeps.engine.launch import run_sweep
 from trainer import result_schema as R
 
 @dataclass
@@ -30,6 +33,7 @@ class Trial:
     ended: float
     val_ppl: float  # at the last report
     val_loss: dict[int, float]  # at each reported step
+    outcome: str  # trainer.result_schema's outcome tag
 
 
 @dataclass
@@ -59,8 +63,6 @@ class _Tee(io.TextIOBase):
 def run_sweep_captured(name: str, space, argv: list[str], tracking_uri: str, experiment: str,
                        tokens_per_step: int, echo: bool) -> SweepRun:
     """run_sweep (grid search by default) with its console captured; then its trials, as MLflow recorded them."""
-    from sweeps.engine.launch import run_sweep
-
     captured = io.StringIO()
     started_epoch, started = time.time(), time.perf_counter()
     with contextlib.redirect_stdout(_Tee(captured, sys.stderr if echo else None)):
@@ -73,8 +75,6 @@ def run_sweep_captured(name: str, space, argv: list[str], tracking_uri: str, exp
 
 
 def read_trials(tracking_uri: str, experiment: str, tokens_per_step: int) -> list[Trial]:
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     runs = client.search_runs([experiment_id], f"tags.`{R.ROLE}` = '{R.ROLE_TRIAL}'", max_results=1000)
@@ -92,5 +92,6 @@ def read_trials(tracking_uri: str, experiment: str, tokens_per_step: int) -> lis
                             int(speeds[-1][0]), train_s, eval_s, run.info.start_time / 1e3,
                             (run.info.end_time or run.info.start_time) / 1e3,
                             float(run.data.metrics.get("val_ppl", math.nan)),
-                            {int(m.step): m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}))
+                            {int(m.step): m.value for m in client.get_metric_history(run.info.run_id, "val_loss")},
+                            run.data.tags.get(R.OUTCOME, R.UNKNOWN)))
     return sorted(trials, key=lambda t: t.started)  # the order the sweep started them in

@@ -9,8 +9,8 @@ rounds (ours, HF, ours, HF, ...) so that a noisy shared machine slows both alike
 the median over rounds of the paired ratio. Before each round a large matmul in the run's dtype measures this machine's
 peak, so `peak_fraction` (achieved model FLOP/s over peak) pairs each round with its own peak.
 
-FLOPs per token = 6·N + 12·L·T·d (PaLM/nanoGPT convention: N = the weights of every matmul, the tied output
-layer included, embeddings lookups excluded; attention scores and values counted over the full context T).
+FLOPs per token: trainer/compute.py's (6·N + 12·L·T·d, the PaLM/nanoGPT convention: N = the weights of every
+matmul, the tied output layer included, embedding lookups excluded; attention over the full context T).
 Loss parity: both models' mean training loss over the last round and their validation loss at the end, on
 wikitext-2 (GPTSWEEP_DATA_DIR, GPT-2 tokenizer) when present, else on random tokens. `--plain` adds a third
 runner: our model with the pre-fusion output layer (bf16 logits → fp32 cross-entropy), as "before".
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from benchmarks.common import emit
 from trainer.config import DataConfig, build_config, with_vocab_size
@@ -69,12 +71,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def flops_per_token(model: GPT) -> float:
-    cfg = model.cfg
-    matmul_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    return 6.0 * matmul_weights + 12.0 * cfg.n_layers * cfg.context_length * cfg.d_model
-
-
 def measure_peak(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 2048,
                  repeats: int = 3) -> float:
     """Best of `repeats` n×n×n matmuls in `dtype` (same threads), in TFLOP/s."""
@@ -95,9 +91,6 @@ def measure_peak(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: i
 # --- the Hugging Face peer --------------------------------------------------------------------------------
 def hf_model_like(ours: GPT, attn: str = "sdpa"):
     """GPT2LMHeadModel with our config and a copy of our weights (Conv1D stores weights transposed)."""
-    import transformers
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     transformers.logging.set_verbosity_error()  # not "loss_type=None ... using the default loss"
 
     c = ours.cfg
@@ -248,8 +241,8 @@ def measure(preset: str = "seed", steps: int = 24, rounds: int = 12, warmup: int
     runners = {"ours": ours, **{f"hf_{a}": HFPeer(ours, a) for a in attns}}
     if plain:
         runners["plain"] = plain_pretrainer(cfg, corpus)
-    device, tokens_per_step, fpt = ours.device, cfg.train.batch_size * cfg.model.context_length, flops_per_token(
-        ours.model)
+    device, tokens_per_step = ours.device, cfg.train.batch_size * cfg.model.context_length
+    fpt = ours.ledger.flops_per_token
     log(f"{preset}: {ours.model.num_parameters():,} parameters, {fpt / 1e6:.1f} MFLOP/token, {data_note}")
     for runner in runners.values():
         timed_steps(runner, warmup, device)

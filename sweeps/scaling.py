@@ -3,14 +3,15 @@
     python sweeps/scaling.py --data gutenberg --tokenizer bpe:1024    # then: python -m analysis.scaling_law --experiment scaling
 
 A grid (no early stopping: every run must reach its own end) over model sizes (width × depth, 5 sizes spanning
-31× non-embedding parameters) × token budgets (train.max_steps: a half, one and two times the
-preset's steps). Each size is one searched value that sets width, depth, heads and that size's learning rate
-(lr ∝ 1/width, μP's rule for Adam, not searched per size: trainer/sizes.py); each budget sets its steps and its
-own warmup (10 %) + cosine to lr/10. Dropout is off (a later --set may turn it on). --search grid (the default) or random: Optuna cannot propose a
-size, which is a mapping of several keys.
+31× non-embedding parameters) × token budgets (train.max_steps: a half, one and two times the preset's steps).
+A size is one grid point of several dotted keys: width, depth, heads and that size's learning rate (lr ∝ 1/width,
+μP's rule for Adam, not searched per size: trainer/sizes.py); a budget sets its steps, its own warmup (10 %) +
+cosine to lr/10 and one eval at its end. MLflow and the report see those plain keys (model.d_model,
+train.max_steps, ...). Dropout is off (a later --set may turn it on). --search grid (the default) or random:
+Optuna cannot propose a grid point of several keys.
 Use a corpus no run sees twice (--data gutenberg, 99 books; a folder of GPTSWEEP_DATA_DIR or any path): past one
-epoch the tokens repeat, which the fit cannot tell from fresh ones. WikiText-2's local copy (446k bpe:1024 training
-tokens) is seen 1.8× by the longest cpu budget.
+epoch the tokens repeat, which the fit cannot tell from fresh ones. The longest budget is 2 × train.max_steps ×
+batch_size × context_length tokens (cpu: 3,600 × 8 × 128 = 3.7M; WikiText-2's local copy has 446k bpe:1024 tokens).
 """
 import sys
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from trainer.config import ConfigError, RunConfig, build_config, default_preset, parse_overrides
+from trainer.sources import available_splits
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -30,7 +31,7 @@ def add_config_args(parser: argparse.ArgumentParser, finetune_default: str | Non
     parser.add_argument("--val-data", default=None, help="validation corpus (default: held-out documents)")
     parser.add_argument("--tokenizer", default=None,
                         help="gpt2, a local tokenizer folder/tokenizer.json, or bpe:N (trained on the corpus); "
-                             "default: the preset's (cpu: bpe:2048, seed: gpt2)")
+                             "default: the preset's (cpu: bpe:4096, seed: gpt2)")
     parser.add_argument("--finetune-train", default=finetune_default,
                         help=f"classification training table: ag_news or a local CSV/JSONL/parquet "
                              f"(default: {finetune_default}; 'none' skips fine-tuning)")
@@ -54,8 +55,6 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, object] | Non
 def check_data_sources(cfg: RunConfig) -> None:
     """Every dataset name and path resolves (else a ConfigError): cheap, so a typo in --finetune-test fails now,
     not after the corpus has been tokenized."""
-    from trainer.sources import available_splits
-
     for spec in (cfg.data.source, cfg.data.val_source, cfg.data.finetune_train, cfg.data.finetune_test):
         if spec:
             available_splits(spec)

@@ -15,7 +15,6 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 PARAMETRIZATIONS = ("sp", "mup")  # trainer/mup.py
 
 
@@ -238,15 +237,19 @@ def build_config(preset: str, overrides: dict[str, object] | None = None) -> Run
     return cfg
 
 
+def spread_params(params: dict[str, object]) -> dict[str, object]:
+    """`params` with each mapping value (a grid point that moves several fields: sweeps/scaling.py's model sizes)
+    replaced by its dotted keys: what MLflow logs and analysis reads."""
+    return {k: v for key, value in params.items()
+            for k, v in (value.items() if isinstance(value, dict) else [(key, value)])}
+
+
 def config_from_params(params: dict[str, object]) -> RunConfig:
-    """The RunConfig a flat mapping describes, the inverse of `flatten`: a Tune trial's config, MLflow params.
-    Keys it lacks keep the dataclass defaults (the seed's config). A value that is itself a mapping of dotted keys
-    sets them all: one searched key can move several fields together (sweeps/scaling.py's model sizes: width,
-    depth, heads and that size's learning rate)."""
+    """The RunConfig a flat mapping (Tune's trial config, MLflow params; spread_params) describes, the inverse of
+    `flatten`; keys it lacks keep the dataclass defaults (the seed's config)."""
     cfg = RunConfig()
-    for key, value in params.items():
-        for field_key, field_value in (value.items() if isinstance(value, dict) else [(key, value)]):
-            set_value(cfg, field_key, field_value)
+    for key, value in spread_params(params).items():
+        set_value(cfg, key, value)
     validate(cfg)
     return cfg
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 
 from trainer.config import ModelConfig, OptimConfig
+from trainer.loop import make_optimizer
+from trainer.model import GPT
 
 WIDTHS = (32, 64, 128, 256, 512)
 
@@ -29,9 +31,6 @@ def activation_rms(parametrization: str, width: int, base_width: int = 32, steps
                    n_layers: int = 2, n_heads: int = 4, vocab: int = 256, context: int = 16, batch: int = 4,
                    seed: int = 0) -> dict[str, float]:
     """{"embedding": rms, "block_0": rms, ..., "logits": rms} after `steps` AdamW steps at lr (no decay, no clip)."""
-    from trainer.loop import make_optimizer
-    from trainer.model import GPT
-
     torch.manual_seed(seed)
     cfg = ModelConfig(n_layers=n_layers, n_heads=n_heads, d_model=width, context_length=context, dropout=0.0,
                       vocab_size=vocab, parametrization=parametrization, base_width=base_width)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from trainer.config import FinetuneConfig, RunConfig
 from trainer.data import FinetuneData, fewshot_indices
 from trainer.loop import resolve_device, use_threads
-from trainer.precision import resolve_precision
+from trainer.precision import autocast_context, resolve_precision
 from trainer.model import GPT, GPTClassifier
 
 # The head alone, on frozen features, learns at this multiple of finetune.lr: a linear layer on fixed inputs
@@ -139,6 +139,6 @@ def scratch_metrics(cfg: RunConfig, vocab_size: int, data: FinetuneData) -> dict
     device = resolve_device(cfg.train)
     model = GPT(dataclasses.replace(cfg.model, vocab_size=vocab_size)).to(device)
     dtype = resolve_precision(cfg.train.precision, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
+    autocast = lambda: autocast_context(device, dtype)
     metrics = finetune_metrics(model, data, cfg.finetune, cfg.train.seed, autocast)
     return {f"{name}_scratch": value for name, value in metrics.items()}

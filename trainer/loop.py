@@ -11,13 +11,13 @@ to the CPU); `load_state_dict` moves each part to where this run keeps it.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from trainer.compute import ComputeLedger
 from trainer.config import ConfigError, OptimConfig, RunConfig, TrainConfig
@@ -26,7 +26,7 @@ from trainer.model import GPT
 from trainer.result_schema import DIVERGED_LOSS, DIVERGED_PPL, perplexity
 from trainer.rng import rng_state, set_rng_state
 from trainer.mup import is_hidden_matrix, weight_decay_scale, width_mult
-from trainer.precision import resolve_precision, warn_if_emulated
+from trainer.precision import autocast_context, resolve_precision, warn_if_emulated
 from trainer.tokenizer import TextTokenizer
 
 SAMPLE_PROMPTS = ("The", "In 1998 , the", "Once upon a time")
@@ -116,9 +116,7 @@ class Pretrainer:
         self.ledger = ComputeLedger.of(cfg.model, cfg.train.batch_size)
 
     def autocast(self):
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast_context(self.device, self.autocast_dtype)
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -142,7 +140,7 @@ class Pretrainer:
         self.model.train()
         lr = lr_at(self.step, self.cfg.optim, self.cfg.train.max_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before lr_scale lack the key
+            group["lr"] = lr * group["lr_scale"]
         x, y = (t.to(self.device, non_blocking=True) for t in self.batcher.next_batch())
         with self.autocast():
             _, loss = self.model(x, y, return_logits=False)  # fused output layer + loss: no fp32 logits
@@ -236,8 +234,6 @@ class Pretrainer:
             return record
         bar = None
         if progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=t.max_steps, initial=self.step, desc="pretrain", unit="step", dynamic_ncols=True)
         losses, train_time, since_progress, progress_at = [], 0.0, 0, time.perf_counter()
         # Seconds continue across a checkpoint restart: the ledger's totals are of the whole run.

@@ -69,8 +69,3 @@ def is_hidden_matrix(name: str, ndim: int) -> bool:
 def weight_decay_scale(cfg: ModelConfig) -> float:
     """Factor on optim.weight_decay for the hidden matrices: width_mult, so that their lr·wd is the base's."""
     return width_mult(cfg)
-
-
-def lr_scale(cfg: ModelConfig, name: str, ndim: int) -> float:
-    """Factor on optim.lr for the parameter `name`: 1/width_mult for hidden matrices under μP, else 1."""
-    return 1.0 / width_mult(cfg) if is_hidden_matrix(name, ndim) else 1.0

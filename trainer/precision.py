@@ -8,6 +8,7 @@ with a GradScaler (or fp32 before Volta), a CPU without them fp32.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import torch
@@ -50,6 +51,12 @@ def cuda_autocast_dtype(bf16_native: bool, capability: tuple[int, int]) -> torch
     if bf16_native:
         return torch.bfloat16
     return torch.float16 if tuple(capability) >= (7, 0) else None
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """The context a run's forward passes run in (pre-training and fine-tuning alike): autocast to `dtype`
+    (resolve_precision), or none for fp32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def emulation_warning(precision: str, device: torch.device) -> str | None:

@@ -1,5 +1,6 @@
 """The contract between what writes results and what reads them: metric names, the diverged placeholders,
-trial outcomes, MLflow tag names and the one rule for "best". Plain Python, no dependencies.
+trial outcomes, MLflow tag names, the one rule for "best" and how a number is written. Plain Python, no
+dependencies.
 
     python sweeps/lr_warmup.py  →  python -m analysis.report --experiment lr_warmup   (both sides use these names)
 
@@ -8,8 +9,10 @@ Writers: trainer.loop (metrics), sweeps.engine.tracking.tune_events (MLflow runs
 from __future__ import annotations
 
 import math
+import numbers
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Iterable, Mapping, TypeVar
 
 # What every eval reports (trainer.loop.Pretrainer.run) and MLflow logs at that step; then once at the end.
 EVAL_METRICS = ("train_loss", "val_loss", "val_ppl", "val_bpb", "val_acc", "lr", "tokens_per_s", "eval_s",
@@ -40,20 +43,58 @@ def is_placeholder(key: str, value: float) -> bool:
 # Outcomes of a trial (MLflow tag OUTCOME). A failed one's last value is not a result.
 COMPLETED, PRUNED, DIVERGED, ERROR, INTERRUPTED, RUNNING = (
     "completed", "pruned", "diverged", "error", "interrupted", "running")
+OUTCOMES = (COMPLETED, PRUNED, DIVERGED, ERROR, INTERRUPTED, RUNNING)
+UNKNOWN = "unknown"  # what a reader shows for a trial run without the tag
 FAILED_OUTCOMES = (DIVERGED, ERROR)
 
 
-def outcome_of(last_metrics: Mapping, max_steps: int) -> str:
-    """The outcome of a trial that ended without an exception, from its last reported metrics."""
+def outcome_of(last_metrics: Mapping) -> str:
+    """The outcome of a trial that ended without an exception, from its last report: it carries `step` and
+    `max_steps` (sweeps.engine.trainable); one without max_steps did not complete."""
     if last_metrics.get("diverged"):
         return DIVERGED
-    return COMPLETED if last_metrics.get("step", 0) >= max_steps else PRUNED
+    return COMPLETED if last_metrics.get("step", 0) >= last_metrics.get("max_steps", math.inf) else PRUNED
 
 
 def counts_for_best(outcome: str, val_ppl: float | None) -> bool:
-    """The one rule for "best": a trial that completed its run (not pruned on a shorter budget, not diverged,
-    not interrupted) with a measured val_ppl. Used by the sweep's summary, the MLflow parent and the report."""
+    """A trial that completed its run (not pruned on a shorter budget, not diverged, not interrupted) with a
+    measured val_ppl."""
     return outcome == COMPLETED and val_ppl is not None and math.isfinite(val_ppl)
+
+
+Trial = TypeVar("Trial")
+
+
+def best_of(trials: Iterable[Trial], outcome: Callable[[Trial], str],
+            val_ppl: Callable[[Trial], float | None]) -> Trial | None:
+    """The one rule for "best": the lowest val_ppl among the trials that count (counts_for_best), else None.
+    Every place that names a best trial asks this: the sweep's summary, the parent run's best.* tags and best_*
+    metrics, its MLflow description, the scratch baseline and the report."""
+    counted = [t for t in trials if counts_for_best(outcome(t), val_ppl(t))]
+    return min(counted, key=val_ppl, default=None)
+
+
+def rank_key(outcome: str, val_ppl: float | None) -> tuple[int, float]:
+    """Sort key of a trial table, best first: the trials that count for best, then the other measured ones
+    (pruned, interrupted, running), then the failed; by val_ppl within each. Its first row is best_of's."""
+    group = 0 if counts_for_best(outcome, val_ppl) else 2 if outcome in FAILED_OUTCOMES else 1
+    return group, val_ppl if val_ppl is not None and math.isfinite(val_ppl) else math.inf
+
+
+def format_value(value: object) -> str:
+    """How every table, run name, figure and description writes a value: 3 significant digits (2.65e-3, 0.1,
+    38.5), whole numbers below a million as they are (3209), '–' for a missing one."""
+    if value is None or isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return "–" if value is None else str(value)
+    value = float(value)
+    if not math.isfinite(value):
+        return "–" if math.isnan(value) else str(value)
+    if abs(value) < 1e6 and (value.is_integer() or abs(value) >= 100):
+        return str(round(value))
+    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e6):
+        mantissa, exponent = f"{value:.2e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return f"{value:.3g}"
 
 
 # MLflow tags. The parent run of a sweep carries ROLE=sweep, SWEEP_PATH, SWEEP_KEY, SEARCHED and, once known,
@@ -69,6 +110,15 @@ BEST_MODEL_URI = "gptsweep.best_model_uri"
 
 
 # Where a sweep's records live, for the sweep that writes them and the report that reads them.
+@dataclass(frozen=True)
+class SweepIdentity:
+    """Which sweep a record belongs to: the MLflow store, the experiment, and the sweep's Tune folder, whose path
+    is the sweep's key (a grown sweep's later parts keep the first part's)."""
+    tracking_uri: str
+    experiment: str
+    sweep_path: str
+
+
 def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a sqlite:/// MLflow URI (sqlite:////abs/path is absolute), else None."""
     return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None

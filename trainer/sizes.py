@@ -3,15 +3,17 @@ rate, the warmup of a token budget, and the shape (width × depth) nearest a non
 
     python sweeps/scaling.py --help       python -m analysis.scaling_law --help
 
-The learning rate is not searched per size: it follows μP's rule for Adam, lr ∝ 1/width, anchored at the `cpu`
-preset's lr (2e-3 at width 128) and capped at 1e-2. Every budget gets its own full schedule: warmup over the
+The learning rate is not searched per size: it follows μP's rule for Adam, lr ∝ 1/width, anchored at 2e-3 at
+width 128 and capped at 1e-2. Every budget gets its own full schedule: warmup over the
 first WARMUP_FRACTION of its steps, then cosine to lr/10 at its last step.
 """
 from __future__ import annotations
 
+import math
+
 from trainer.compute import non_embedding_params
 
-LR_ANCHOR = (128, 2e-3)  # (width, lr): the cpu preset's
+LR_ANCHOR = (128, 2e-3)  # (width, lr)
 LR_CAP = 1e-2
 WARMUP_FRACTION = 0.1
 ASPECTS = (16, 128)  # widths per layer allowed when a shape is chosen for a parameter count
@@ -44,8 +46,6 @@ def budget_params(max_steps: int) -> dict[str, object]:
 def shape_for(n_non_embedding: float, max_layers: int = 64) -> tuple[int, int]:
     """(d_model, n_layers) whose non-embedding parameter count is nearest the target (in log), widths a multiple
     of 16 (of 64 from 256), d_model / n_layers within ASPECTS; ties go to the aspect nearest 64."""
-    import math
-
     best, best_key = (16, 1), (math.inf, math.inf)
     for n_layers in range(1, max_layers + 1):
         for d_model in range(16, ASPECTS[1] * n_layers + 1, 16):

@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ray.tune import ExperimentAnalysis
+
 from trainer.config import ConfigError
 
 ORIGIN_FILE = "gptsweep_origin.json"
@@ -36,8 +38,6 @@ def parts_of(origin: Path) -> list[Path]:
 
 def plan_growth(latest: Path, grow_to: int, search: str) -> Growth | None:
     """None when the latest part has unfinished trials or already N: then --resume just continues it."""
-    from ray.tune import ExperimentAnalysis
-
     origin = origin_of(latest)
     trials = [t for part in parts_of(origin) for t in ExperimentAnalysis(str(part)).trials]
     if grow_to <= len(trials) or any(t.status not in ("TERMINATED", "ERROR") for t in trials):

@@ -18,34 +18,44 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
 from sweeps.engine.console_text import browse_hint, error_line
+from sweeps.engine.grow import mark_part, origin_of, plan_growth
 from sweeps.engine.plan import REDUCTION_FACTOR, SearchSpace, SweepPlan, make_plan
+from sweeps.engine.progress import TimeLeftReporter
+from sweeps.engine.ray_session import ray_processes_in_own_session
+from sweeps.engine.searcher import optuna_search, study_storage
 from sweeps.engine.signals import StopOnSignal
 from sweeps.engine.sweep_lock import schema_lock, sweep_lock
 from trainer.cli import exits_cleanly_on_bad_input
-from trainer.config import ConfigError, config_from_params, with_vocab_size
+from trainer.config import ConfigError, spread_params, with_vocab_size
+from trainer.data import prepare_corpus, prepare_finetune
+from trainer.floors import loss_floors
+from trainer.result_schema import ERROR, SweepIdentity, best_of, format_value, outcome_of
 from trainer.telemetry import disable_telemetry
-from trainer.result_schema import counts_for_best, outcome_of
 
-disable_telemetry()  # before Ray and MLflow are imported; Ray's workers inherit it
+# Torch (the trainable, the scratch baseline) and MLflow (the tracking room) are imported inside the functions
+# that need them: ~5 s each on a 2-core CPU, which a sweep with bad input would wait for before its one-line error.
+
 # Ray prints advice a sweep user cannot act on; these keep the console to the progress table.
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table lets us choose its columns
-os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no tensorboardX warning; MLflow is the log
-os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "0")
-# Progress reports between evals carry no val_loss (so that nothing ranks trials on them): Tune must accept them.
-os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+RAY_CONSOLE_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",  # the classic table lets us choose its columns
+    "RAY_DEDUP_LOGS": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no tensorboardX warning; MLflow is the log
+    "RAY_TRAIN_V2_ENABLED": "0",
+    # Progress reports between evals carry no val_loss (so that nothing ranks trials on them): Tune must accept them.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+}
 
 REPORTED = {"step": "step", "train_loss": "loss", "val_ppl": "val_ppl", "val_bpb": "val_bpb",
             "tokens_per_s": "tok/s", "finetune_acc": "ft_acc", "finetune_acc_fewshot": "ft_acc_100"}
 
 
 def _search_algorithm(plan: SweepPlan, study_name: str, sweep_path: str, seed: int, num_samples: int):
-    from ray import tune
-
     if plan.search == "optuna":
-        from sweeps.engine.searcher import optuna_search, study_storage
-
         with schema_lock(plan.tracking_uri):  # optuna.db beside mlflow.db: one process creates its tables
             return optuna_search(seed, num_samples, study_storage(plan.tracking_uri, sweep_path), study_name)
     # An explicit generator ignores TuneConfig.max_concurrent_trials (Tune only warns): give it the limit itself.
@@ -55,8 +65,6 @@ def _search_algorithm(plan: SweepPlan, study_name: str, sweep_path: str, seed: i
 def _scheduler(plan: SweepPlan):
     if plan.scheduler == "fifo":
         return None
-    from ray.tune.schedulers import ASHAScheduler
-
     # Rungs are in training steps (or tokens, plan.time_attr), so the grace period means the same for any
     # eval_every.
     max_t, grace = plan.asha_budget()
@@ -64,8 +72,6 @@ def _scheduler(plan: SweepPlan):
 
 
 def _param_space(plan: SweepPlan) -> dict:
-    from ray import tune
-
     searched = {k: tune.grid_search(list(d.grid)) if plan.search == "grid" else d.domain
                 for k, d in plan.dims.items()}
     if plan.search == "grid" and plan.num_samples > 1:  # repeats of the grid are repeats: each its own seed
@@ -89,10 +95,6 @@ def _auth_refusal(error: BaseException | None) -> str | None:
 
 
 def _start_ray(plan: SweepPlan) -> None:
-    import ray
-
-    from sweeps.engine.ray_session import ray_processes_in_own_session
-
     # Ray 2.60 binds its GCS, raylet and workers to every interface (it has no loopback-only setting), so a local
     # sweep relies on Ray's default for a new local cluster, token authentication: only clients holding
     # ~/.ray/auth_token may submit work. Its "token authentication is enabled" notice on every start is not
@@ -127,6 +129,9 @@ def run_sweep(name: str, space: SearchSpace, argv: list[str] | None = None, defa
 
 
 def launch(plan: SweepPlan) -> int:
+    disable_telemetry()  # before MLflow is imported and Ray starts; Ray's workers inherit it
+    for key, value in RAY_CONSOLE_ENV.items():
+        os.environ.setdefault(key, value)
     with StopOnSignal() as stop, contextlib.ExitStack() as held:
         try:
             return _launch(plan, stop, held)
@@ -139,14 +144,13 @@ def launch(plan: SweepPlan) -> int:
 def _set_up_tracking(plan: SweepPlan) -> None:
     """Import torch, Ray Tune and MLflow and create the sweep's experiment (a fresh database: ~2 s of schema
     migrations). Only after the data is ready: bad input fails fast, without seconds of importing them."""
-    import sweeps.engine.trainable  # noqa: F401  (torch and Ray Tune)
+    import sweeps.engine.trainable  # noqa: F401  (torch)
     from mlflow.tracking import MlflowClient
 
-    from sweeps.engine.tracking.journal import CLIENT_ENV, is_unreachable
+    from sweeps.engine.tracking.journal import is_unreachable, use_client_env
     from sweeps.engine.tracking.writer import ensure_experiment
 
-    for key, value in CLIENT_ENV.items():  # fail fast on a server that is down: the journal retries instead
-        os.environ.setdefault(key, value)
+    use_client_env()  # fail fast on a server that is down: the journal retries instead
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "creating database tables" on every first run
     try:
         with schema_lock(plan.tracking_uri):  # two sweeps starting on one fresh database: one migrates it
@@ -157,8 +161,6 @@ def _set_up_tracking(plan: SweepPlan) -> None:
 
 
 def _launch(plan: SweepPlan, stop: StopOnSignal, held: contextlib.ExitStack) -> int:
-    from trainer.data import prepare_corpus, prepare_finetune
-
     started = time.perf_counter()
     corpus, tokenizer = prepare_corpus(plan.cfg.data, plan.cfg.model.context_length)
     print(corpus.summary, flush=True)
@@ -166,8 +168,6 @@ def _launch(plan: SweepPlan, stop: StopOnSignal, held: contextlib.ExitStack) -> 
     finetune_data = prepare_finetune(plan.cfg.data, tokenizer, plan.cfg.finetune.max_length)
     prepared = time.perf_counter() - started
     held.enter_context(sweep_lock(plan.storage, plan.experiment))  # after the data: bad data leaves no folder
-    from ray import tune  # (Ray's own modules are imported here, not in two threads at once)
-
     # Starting Ray takes ~2.5 s, of which 0.3 s on this CPU: the rest is waiting for its processes. Set up
     # tracking meanwhile (a sweep of 8 short trials spent 8 % of its slot time before its first trial started).
     with ThreadPoolExecutor(max_workers=1) as background:
@@ -176,28 +176,27 @@ def _launch(plan: SweepPlan, stop: StopOnSignal, held: contextlib.ExitStack) -> 
         stop.arm()
         tracking_ready.result()
 
+    from sweeps.engine.scratch_baseline import log_scratch_baseline
     from sweeps.engine.trainable import train_gpt
     from sweeps.engine.tracking.tune_events import mark_sweep
-    from trainer.floors import loss_floors
 
     trainable = tune.with_resources(
         tune.with_parameters(train_gpt, corpus=corpus, tokenizer=tokenizer, finetune_data=finetune_data),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     floors = loss_floors(corpus.train, corpus.val, corpus.vocab_size, tokenizer.token_bytes())
     tuner, sweep_path = _tuner(plan, trainable, floors)
+    sweep = SweepIdentity(plan.tracking_uri, plan.experiment, sweep_path)
     try:
         results = tuner.fit()
     except KeyboardInterrupt:  # a second signal: Tune's callbacks did not close the parent run
-        mark_sweep(plan.tracking_uri, plan.experiment, sweep_path, "KILLED")
+        mark_sweep(sweep, "KILLED")
         _print_resume(plan, stop.signum or signal.SIGINT, time.perf_counter() - started)
         return 128 + (stop.signum or signal.SIGINT)
     if stop.signum is not None:
         _print_resume(plan, stop.signum, time.perf_counter() - started)
         return 128 + stop.signum
-    from sweeps.engine.scratch_baseline import log_scratch_baseline
-
-    log_scratch_baseline(plan.tracking_uri, plan.experiment, sweep_path, results, corpus.vocab_size, finetune_data)
-    _print_summary(plan, results, time.perf_counter() - started, prepared, sweep_path)
+    log_scratch_baseline(sweep, best_result(results), corpus.vocab_size, finetune_data)
+    _print_summary(plan, results, time.perf_counter() - started, prepared, sweep)
     return exit_code(results)
 
 
@@ -215,10 +214,6 @@ def exit_code(results) -> int:
 
 def _tuner(plan: SweepPlan, trainable, floors: dict):
     """(Tuner, the sweep's identity path): a new sweep, the latest one restored, or a finished one grown."""
-    from ray import tune
-
-    from sweeps.engine.grow import mark_part, origin_of, plan_growth
-
     if plan.resume_path is None:
         name = f"{plan.experiment}_{time.strftime('%Y%m%d-%H%M%S')}"
         path = f"{plan.storage}/{name}"
@@ -238,13 +233,10 @@ def _tuner(plan: SweepPlan, trainable, floors: dict):
 
 def _new_tuner(plan: SweepPlan, trainable, floors: dict, name: str, identity: str, seed: int, num_samples: int):
     """A Tune experiment `name` in plan.storage, tracked in MLflow (and Optuna) as the sweep at `identity`."""
-    from ray import tune
-
-    from sweeps.engine.progress import TimeLeftReporter
     from sweeps.engine.tracking.tune_events import MLflowTracking
 
-    tracking = MLflowTracking(plan.tracking_uri, plan.experiment, sweep_path=identity,
-                              sweep_params=_sweep_params(plan), searched=list(plan.dims), corpus_metrics=floors)
+    tracking = MLflowTracking(SweepIdentity(plan.tracking_uri, plan.experiment, identity),
+                              sweep_params=_sweep_params(plan), searched=plan.searched, corpus_metrics=floors)
     reporter = TimeLeftReporter(total_trials=_total_trials(plan), max_steps=plan.cfg.train.max_steps,
                                 metric_columns=REPORTED, parameter_columns=list(plan.dims),
                                 max_report_frequency=30, sort_by_metric=True)
@@ -283,24 +275,28 @@ def _sweep_params(plan: SweepPlan) -> dict[str, object]:
             "sweep.time_attr": plan.time_attr}
 
 
-def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float, sweep_path: str) -> None:
-    finished = [r for r in results if r.metrics and counts_for_best(
-        outcome_of(r.metrics, config_from_params(r.config).train.max_steps), r.metrics.get("val_ppl"))]
-    print(f"\nsweep finished in {wall_s:.0f}s ({prepared_s:.1f}s preparing data): {len(results)} trials, "
-          f"{len(results.errors)} errors")
-    if finished:
-        best = min(finished, key=lambda r: r.metrics["val_ppl"])
-        chosen = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in ((k, best.config[k]) for k in plan.dims))
-        extra = "".join(f", {k}={best.metrics[k]:.3f}" for k in ("finetune_acc", "finetune_acc_fewshot")
-                        if k in best.metrics)
-        print(f"best trial: {chosen}: val_ppl={best.metrics['val_ppl']:.1f}{extra}")
+def best_result(results):
+    """The best of a sweep's Tune results (trainer.result_schema.best_of), or None."""
+    return best_of([r for r in results if r.metrics], lambda r: ERROR if r.error is not None else outcome_of(r.metrics),
+                   lambda r: r.metrics.get("val_ppl"))
+
+
+def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float, sweep) -> None:
     from sweeps.engine.tracking.registry import best_model_lines
     from sweeps.engine.tracking.writer import sweep_urls
 
-    for line in best_model_lines(plan.tracking_uri, plan.experiment, sweep_path, plan.register):
+    print(f"\nsweep finished in {wall_s:.0f}s ({prepared_s:.1f}s preparing data): {len(results)} trials, "
+          f"{len(results.errors)} errors")
+    best = best_result(results)
+    if best is not None:
+        config = spread_params(best.config)
+        chosen = ", ".join(f"{k}={format_value(config[k])}" for k in plan.searched)
+        extra = "".join(f", {k}={best.metrics[k]:.3f}" for k in ("finetune_acc", "finetune_acc_fewshot")
+                        if k in best.metrics)
+        print(f"best trial: {chosen}: val_ppl={best.metrics['val_ppl']:.1f}{extra}")
+    for line in best_model_lines(sweep, plan.register):
         print(line)
-    urls = sweep_urls(plan.tracking_uri, plan.experiment, sweep_path)
+    urls = sweep_urls(sweep)
     print(f"MLflow: {plan.tracking_uri}  ({browse_hint(plan.tracking_uri)})")
     if urls:
         print(f"  the sweeps (+ on a row shows its trials): {urls[0]}\n  this sweep's page: {urls[1]}")

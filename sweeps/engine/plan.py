@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ray import tune
+
 from sweeps.engine.flags import parse_args, resume_command
 from sweeps.engine.preflight import check_resume_data, check_sweep_inputs
 from trainer.cli import config_from_args, default_tracking_uri
@@ -106,9 +108,22 @@ class SweepPlan:
         return max_t, self.grace_steps * tokens_per_step
 
     @property
+    def searched(self) -> list[str]:
+        return searched_keys(self.dims)
+
+    @property
     def fixed(self) -> dict[str, object]:
         """Every trial's params before the searched values: the flattened base config."""
         return flatten(self.cfg)
+
+
+def searched_keys(dims: dict[str, Dim]) -> list[str]:
+    """The dotted keys a sweep varies, as MLflow logs them: a dim's own key, or the keys of its grid points where
+    those are mappings of several keys (trainer.config.spread_params)."""
+    keys: dict[str, None] = {}
+    for key, dim in dims.items():
+        keys.update(dict.fromkeys(k for point in dim.grid for k in (point if isinstance(point, dict) else [key])))
+    return list(keys)
 
 
 TOKENS_PER_STEP_KEYS = {"train.batch_size", "model.context_length"}
@@ -153,8 +168,6 @@ def resources(args: argparse.Namespace, budget: SweepBudget, gpus_available: int
 
 
 def latest_sweep(storage: Path, experiment: str) -> Path:
-    from ray import tune
-
     # A grown sweep's later parts (NAME_grow8, ...) sort after its first: the latest part is the one to resume.
     candidates = sorted(p for p in storage.glob(f"{experiment}_*") if tune.Tuner.can_restore(str(p)))
     if not candidates:

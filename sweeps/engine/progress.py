@@ -9,6 +9,8 @@ the MLflow callback skip them.
 """
 from __future__ import annotations
 
+import time
+
 from ray.tune import CLIReporter
 
 
@@ -38,7 +40,5 @@ class TimeLeftReporter(CLIReporter):
         self.total_trials, self.max_steps = total_trials, max_steps
 
     def report(self, trials: list, done: bool, *sys_info: str) -> None:
-        import time
-
         line = time_left_line(trials, self.total_trials, self.max_steps, time.time() - self._start_time)
         super().report(trials, done, *sys_info, line)

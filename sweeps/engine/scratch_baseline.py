@@ -10,30 +10,23 @@ from __future__ import annotations
 
 import time
 
+from sweeps.engine.tracking.journal import Journal, Outbox, is_unreachable, journal_folder
+from sweeps.engine.tracking.tune_events import end_wait_s
+from sweeps.engine.tracking.writer import MlflowWriter
 from trainer.config import config_from_params
 from trainer.data import FinetuneData
 from trainer.finetune import scratch_metrics
+from trainer.result_schema import SweepIdentity
 
 
-def best_finetuned(results):
-    """The Tune result with the lowest val_ppl among the non-diverged trials that were fine-tuned, or None."""
-    finetuned = [r for r in results if r.metrics and "finetune_acc" in r.metrics and "val_ppl" in r.metrics
-                 and not r.metrics.get("diverged")]
-    return min(finetuned, key=lambda r: r.metrics["val_ppl"], default=None)
-
-
-def log_scratch_baseline(tracking_uri: str, experiment: str, sweep_path: str, results, vocab_size: int,
+def log_scratch_baseline(sweep: SweepIdentity, best, vocab_size: int,
                          finetune_data: FinetuneData | None) -> dict[str, float] | None:
-    """Compute the scratch baseline for the best fine-tuned trial and log it to the parent run (step 0), through
-    the sweep's journal like every other write (sweeps.engine.tracking.journal): a tracking outage loses it no more than them."""
-    from sweeps.engine.tracking.journal import Journal, Outbox, is_unreachable, journal_folder
-    from sweeps.engine.tracking.writer import MlflowWriter
-    from sweeps.engine.tracking.tune_events import end_wait_s
-
-    best = best_finetuned(results) if finetune_data is not None else None
-    if best is None:
+    """Compute the scratch baseline for the sweep's best trial (its Tune result, sweeps.engine.launch.best_result)
+    when it was fine-tuned, and log it to the parent run (step 0), through the sweep's journal like every other
+    write (sweeps.engine.tracking.journal): a tracking outage loses it no more than them."""
+    if best is None or finetune_data is None or "finetune_acc" not in best.metrics:
         return None
-    writer = MlflowWriter(tracking_uri, experiment, sweep_path)
+    writer = MlflowWriter(sweep)
     try:
         parent = writer._parent()
         if parent is not None and "finetune_acc_scratch" in writer.client.get_run(parent).data.metrics:
@@ -44,7 +37,7 @@ def log_scratch_baseline(tracking_uri: str, experiment: str, sweep_path: str, re
     print("fine-tuning a never-pretrained model of the best trial's shape (does pretraining help?)", flush=True)
     started = time.perf_counter()
     metrics = scratch_metrics(config_from_params(best.config), vocab_size, finetune_data)
-    outbox = Outbox(Journal(journal_folder(sweep_path)), writer, tracking_uri)
+    outbox = Outbox(Journal(journal_folder(sweep.sweep_path)), writer, sweep.tracking_uri)
     outbox.send({"op": "parent_metrics", "metrics": {k: float(v) for k, v in metrics.items()}})
     outbox.drain(end_wait_s())
     print(f"from scratch ({time.perf_counter() - started:.0f}s): " + ", ".join(

@@ -12,7 +12,7 @@ that region is bad, and Optuna never waits on a NaN.
 """
 from __future__ import annotations
 
-
+import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from trainer.result_schema import COMPLETED, DIVERGED, outcome_of, study_location
@@ -52,10 +52,8 @@ class TruthfulOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
             return
-        import optuna
-
         trial = self._ot_trials[trial_id]
-        outcome = outcome_of(result, int(result["max_steps"])) if result and not error else None
+        outcome = outcome_of(result) if result and not error else None
         if outcome is not None and self.metric in result:  # Tune hands the last report to this method alone
             self._report(trial_id, result)
         if outcome in (COMPLETED, DIVERGED):
@@ -68,8 +66,6 @@ class TruthfulOptunaSearch(OptunaSearch):
 
 
 def optuna_search(seed: int, num_samples: int, storage_url: str | None, study_name: str) -> TruthfulOptunaSearch:
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # multivariate: lr and warmup interact; constant_liar: concurrent trials do not get the same proposal
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(num_samples), multivariate=True,

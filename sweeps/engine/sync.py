@@ -9,13 +9,13 @@ sends nothing. Exit codes: 0 all sent, 1 the server is still unreachable (run it
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from sweeps.engine.tracking.journal import CLIENT_ENV, Journal, Outbox, journal_folder
-from sweeps.engine.tracking.writer import MlflowWriter
 from trainer.cli import ArgumentParser, exits_cleanly_on_bad_input
 from trainer.config import ConfigError
+from trainer.result_schema import SweepIdentity
 from trainer.telemetry import disable_telemetry
 
 
@@ -29,12 +29,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @exits_cleanly_on_bad_input
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     disable_telemetry()
-    for key, value in CLIENT_ENV.items():
-        os.environ.setdefault(key, value)
     args = parse_args(argv)
+    # MLflow after the flags and the telemetry switch: its import takes ~5 s (bad flags fail before) and it
+    # reads the switch when imported.
+    from sweeps.engine.tracking.journal import Journal, Outbox, journal_folder, use_client_env
+    from sweeps.engine.tracking.writer import MlflowWriter
+
+    use_client_env()
     sweep = args.sweep if "://" in args.sweep else str(Path(args.sweep).resolve())
     journal = Journal(journal_folder(sweep))
     if not journal.path.is_file():
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not uri:
         raise ConfigError("the journal does not name its MLflow server; pass --mlflow-uri")
     pending = len(journal.pending())
-    outbox = Outbox(journal, MlflowWriter(uri, first["experiment"], first["sweep_path"]), uri)
+    outbox = Outbox(journal, MlflowWriter(SweepIdentity(uri, first["experiment"], first["sweep_path"])), uri)
     if not outbox.drain(args.wait):
         print(f"MLflow at {uri} is still unreachable: {len(outbox.queue)} of {pending} updates wait; "
               "run this again when it is back", file=sys.stderr)
@@ -54,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _lines(journal: Journal):
-    import json
-
+def _lines(journal):
     with open(journal.path, encoding="utf-8") as f:
         for line in f:
             yield json.loads(line)

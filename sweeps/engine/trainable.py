@@ -74,8 +74,9 @@ def load_checkpoint(trainer: Pretrainer, checkpoint: tune.Checkpoint) -> None:
 
 
 def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_data: FinetuneData | None) -> None:
-    """Tune entry point. Each report carries `step` (ASHA's time axis), the metric names of trainer.result_schema, and
-    `start_step`: the step this process began at (0, or the checkpoint's step after a restart or --resume)."""
+    """Tune entry point. Each report carries `step` (ASHA's time axis), `max_steps` (with step: the trial's
+    outcome, trainer.result_schema.outcome_of), the metric names of trainer.result_schema, and `start_step`: the
+    step this process began at (0, or the checkpoint's step after a restart or --resume)."""
     cfg = config_from_params(params)
     trainer = Pretrainer(cfg, corpus, tokenizer)
     checkpoint = tune.get_checkpoint()
@@ -106,6 +107,6 @@ def train_gpt(params: dict, corpus: Corpus, tokenizer: TextTokenizer, finetune_d
         (which act on val_loss) skip it; the last eval's val_ppl/val_bpb ride along to keep the table full."""
         latest = trainer.history[-1] if trainer.history else {}
         tune.report({**metrics, **{k: latest[k] for k in ("val_ppl", "val_bpb") if k in latest},
-                     "start_step": start_step, "node_id": node_id})
+                     "start_step": start_step, "max_steps": cfg.train.max_steps, "node_id": node_id})
 
     trainer.run(on_eval=report, on_progress=report_progress, progress_every_s=PROGRESS_EVERY_S)

@@ -72,7 +72,7 @@ def test_markdown_table_has_every_row_and_formats_missing(asha_trials):
     lines = text.splitlines()
     assert len(lines) == 2 + len(asha_trials) and lines[1].startswith("|")
     assert "–" in lines[-1] and "diverged" in lines[-1]
-    assert tables.format_value(3209.2) == "3,209" and tables.format_value(0.000777) == "0.000777"
+    assert tables.format_value(3209.2) == "3209" and tables.format_value(0.000777) == "7.77e-4"
 
 
 def test_grid_pivot_shape_and_cells(grid_trials):
@@ -137,19 +137,21 @@ def test_plot_keys_prefer_lr_and_warmup():
 def test_trial_rows_from_search_runs_columns():
     runs = pd.DataFrame([{"run_id": "r1", "status": "FINISHED", "tags.gptsweep.trial_id": "t1",
                           "tags.gptsweep.outcome": "completed", "tags.mlflow.runName": "trial_t1",
-                          "params.optim.lr": "0.001", "params.optim.warmup_steps": "10", "metrics.finetune_acc": 0.7},
+                          "params.optim.lr": "0.001", "params.optim.warmup_steps": "10", "metrics.finetune_acc": 0.7,
+                          "params.train.max_steps": "20"},
                          {"run_id": "r2", "status": "FAILED", "tags.gptsweep.trial_id": "t2",
                           "tags.gptsweep.outcome": "diverged", "tags.mlflow.runName": "trial_t2",
-                          "params.optim.lr": "0.01", "params.optim.warmup_steps": "0", "metrics.finetune_acc": None}])
+                          "params.optim.lr": "0.01", "params.optim.warmup_steps": "0", "metrics.finetune_acc": None,
+                          "params.train.max_steps": "20"}])
     curves = clean_curves(pd.DataFrame(
         [("t1", "val_loss", 10, 6.0), ("t1", "val_ppl", 10, 403.0), ("t1", "val_loss", 20, 5.0),
          ("t1", "val_ppl", 20, 148.0), ("t2", "val_loss", 10, 7.0), ("t2", "val_ppl", 10, 1097.0),
          ("t2", "val_loss", 20, 1e4), ("t2", "val_ppl", 20, math.exp(50.0))],
         columns=["trial_id", "key", "step", "value"]))
     assert len(curves) == 6  # the diverged placeholders are gone
-    rows = trial_rows(runs, SEARCHED, curves, {"t1": 20, "t2": 20}).set_index("trial_id")
+    rows = trial_rows(runs, SEARCHED, curves).set_index("trial_id")
     assert rows.loc["t1", "optim.warmup_steps"] == 10 and rows.loc["t1", "optim.lr"] == 1e-3
-    assert rows.loc["t1", "final_val_ppl"] == 148.0 and rows.loc["t1", "steps"] == 20
+    assert rows.loc["t1", "final_val_ppl"] == 148.0 and rows.loc["t1", "steps"] == rows.loc["t1", "max_steps"] == 20
     assert math.isnan(rows.loc["t2", "final_val_ppl"]) and rows.loc["t2", "best_val_ppl"] == 1097.0
     assert best_trial(rows.reset_index()).trial_id == "t1"
 
@@ -218,10 +220,14 @@ def test_tiny_sweep_then_report(tmp_path, tiny_corpus, monkeypatch, capsys, fini
     assert run_sweep("lr_warmup", space, ["--preset", "smoke", "--data", str(tiny_corpus), "--tokenizer", "bpe:300",
                                           "--finetune-train", "none", "--num-samples", "3",
                                           "--storage", str(tmp_path / "ray"), "--mlflow-uri", uri]) == 0
-    assert main(["--experiment", "lr_warmup", "--mlflow-uri", uri]) == 0
     client = MlflowClient(uri)
     parent = client.search_runs([client.get_experiment_by_name("lr_warmup").experiment_id],
                                 "tags.`gptsweep.role` = 'sweep'")[0]
+    assert main(["--experiment", "lr_warmup", "--mlflow-uri", uri]) == 0
+    after = client.get_run(parent.info.run_id)  # the report only reads MLflow
+    assert (after.data.tags, after.data.metrics, after.info.run_name) == \
+        (parent.data.tags, parent.data.metrics, parent.info.run_name)
+    assert not client.list_artifacts(parent.info.run_id)
     folder = parent.data.tags["gptsweep.sweep_path"].rsplit("/", 1)[-1]  # lr_warmup_<date>-<time>, no spaces
     report = tmp_path / "reports" / "lr_warmup" / folder / "report.md"
     text = report.read_text()
@@ -229,8 +235,6 @@ def test_tiny_sweep_then_report(tmp_path, tiny_corpus, monkeypatch, capsys, fini
     assert len(children) == 3 and all(c.data.tags["gptsweep.trial_id"] in text for c in children)
     pngs = sorted(report.parent.glob("*.png"))
     assert {"search.png", "learning_curves.png"} <= {p.name for p in pngs} and all(_is_png(p) for p in pngs)
-    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert "report/report.md" in logged and {f"report/{p.name}" for p in pngs} <= logged
 
     # bad input on the same store: unknown experiment, unknown run, a run that is not a sweep
     capsys.readouterr()

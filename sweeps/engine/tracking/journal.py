@@ -19,6 +19,11 @@ import time
 from collections import deque
 from pathlib import Path
 
+import requests
+from mlflow.exceptions import MlflowException
+
+from trainer.data import cache_dir
+
 JOURNAL, DONE = "mlflow_journal.jsonl", "mlflow_journal.done"
 FIRST_WAIT_S, MAX_WAIT_S = 2.0, 30.0
 # The MLflow client's own HTTP retries (7, with backoff) would hold Tune's loop for minutes per call while the
@@ -26,12 +31,17 @@ FIRST_WAIT_S, MAX_WAIT_S = 2.0, 30.0
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
+def use_client_env() -> None:
+    """Set CLIENT_ENV (unless the user set it) before the first MLflow client call of a process that writes."""
+    for key, value in CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def journal_folder(sweep_path: str) -> Path:
     """The sweep's Tune folder when it is local; for remote storage, a local folder named after the sweep."""
     if "://" not in sweep_path:
         return Path(sweep_path)
-    cache = Path(os.environ.get("GPTSWEEP_CACHE_DIR", Path.home() / ".cache" / "gptsweep"))
-    return cache / "journals" / sweep_path.replace("://", "_").replace("/", "_")
+    return cache_dir() / "journals" / sweep_path.replace("://", "_").replace("/", "_")
 
 
 class Journal:
@@ -60,9 +70,6 @@ class Journal:
 
 def is_unreachable(error: Exception) -> bool:
     """A server that is down, restarting or hung, as MLflow's REST client reports it (not a bad request)."""
-    import requests
-    from mlflow.exceptions import MlflowException
-
     if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
         return True
     text = str(error)

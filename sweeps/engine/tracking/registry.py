@@ -37,9 +37,10 @@ def register_model(client: MlflowClient, uri: str, name: str) -> str:
     return str(client.create_model_version(name, source, run_id=run_id).version)
 
 
-def best_model_lines(tracking_uri: str, experiment: str, sweep_path: str, register: str | None) -> list[str]:
+def best_model_lines(sweep: R.SweepIdentity, register: str | None) -> list[str]:
     """What the sweep's summary says of its best model: its URI, how to sample it and, with --register, the
     registered version (or why there is none)."""
+    tracking_uri, experiment, sweep_path = sweep.tracking_uri, sweep.experiment, sweep.sweep_path
     database = R.sqlite_path(tracking_uri)
     if database is not None and not database.is_file():
         return []  # nothing was written there (and a client would create an empty database)

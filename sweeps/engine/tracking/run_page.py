@@ -19,10 +19,12 @@ their order and widths; the UI's shared views). The sweep writes one (RUNS_VIEW_
 from __future__ import annotations
 
 import json
-import math
 import time
 
-from trainer.result_schema import BEST_MODEL_URI
+from mlflow.entities import Metric
+
+from trainer import result_schema as R
+from trainer.result_schema import format_value
 
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
@@ -39,7 +41,7 @@ def experiment_tags(experiment: str) -> dict[str, str]:
     note = (f"Hyperparameter sweeps of `{experiment}` (gptsweep): each top-level run is one sweep; expand it "
             "(the + at the start of its row) to see one run per trial, with its searched values as the run name, "
             "`val_loss`/`val_ppl` curves per eval and `finetune_acc` at the end. The sweep's own page holds the "
-            "best trial, every trial sorted by val_ppl, and the report.")
+            "best trial, every trial (the best first) and the command that writes the report.")
     return {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, NOTE_TAG: note}
 
 
@@ -47,21 +49,9 @@ def runs_view(searched: list[str]) -> str:
     """The runs table a sweep reads best in: val_ppl and finetune_acc of each trial, the sweep's best_val_ppl,
     the searched values and each trial's outcome; a Run Name column wide enough for the sweep's name."""
     columns = ["metrics.`val_ppl`", "metrics.`finetune_acc`", "metrics.`best_val_ppl`",
-               *(f"params.`{k}`" for k in searched), "tags.`gptsweep.outcome`"]
+               *(f"params.`{k}`" for k in searched), f"tags.`{R.OUTCOME}`"]
     return json.dumps({"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns],
                        "columnWidths": {"attributes.`Run Name`": 330}})
-
-
-def format_value(value: object) -> str:
-    """Short and exact enough to tell trials apart: 2.65e-3, 0.1, 38."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e6:
-        return str(int(value))
-    if value != 0 and not 1e-2 <= abs(value) < 1e4:
-        mantissa, exponent = f"{value:.2e}".split("e")
-        return f"{float(mantissa):g}e{int(exponent)}"
-    return f"{value:.3g}"
 
 
 def short_names(searched: list[str]) -> dict[str, str]:
@@ -107,29 +97,23 @@ def ui_url(experiment_id: str, run_id: str | None = None, address: str = UI_ADDR
 
 
 def _cell(value: object) -> str:
-    if value is None or isinstance(value, float) and math.isnan(value):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3g}"
-    return str(value).replace("|", "\\|")
+    return format_value(value).replace("|", "\\|")  # a Markdown table cell
 
 
-def parent_note(sweep: dict, trials: list[dict], report_files: list[str], rows: int | None = None) -> str:
+def parent_note(sweep: dict, trials: list[dict], rows: int | None = None) -> str:
     """The parent run's description (Markdown). `sweep`: experiment, experiment_id, run_id, search, scheduler,
     searched and, once the best trial's model is known, model_uri. `trials`: dicts of run_id, name, outcome and the
-    TABLE_METRICS present (final values); `report_files`: artifact paths under the parent's report/ folder, if the
-    report was logged; `rows`: how many table rows (the best first; default all)."""
-    ranked = sorted(trials, key=lambda t: (t.get("outcome") in ("diverged", "error"),
-                                           t.get("val_ppl", math.inf), t["name"]))
+    TABLE_METRICS present (final values); `rows`: how many table rows (the best first; default all)."""
+    ranked = sorted(trials, key=lambda t: (*R.rank_key(t.get("outcome", "?"), t.get("val_ppl")), t["name"]))
     counts: dict[str, int] = {}
     for trial in trials:
         counts[trial.get("outcome", "?")] = counts.get(trial.get("outcome", "?"), 0) + 1
     link = lambda t: f"[{t['name']}](#{run_path(sweep['experiment_id'], t['run_id'])}?{MODEL_TRAINING_QUERY})"
     lines = []  # the best trial and the table first: the run page shows the description's first lines
-    best = next((t for t in ranked if t.get("outcome") not in ("diverged", "error") and "val_ppl" in t), None)
+    best = R.best_of(trials, lambda t: t.get("outcome", "?"), lambda t: t.get("val_ppl"))
     if best is not None:
         results = ", ".join(f"{k} {_cell(best[k])}" for k in TABLE_METRICS if k in best)
-        lines += [f"**Best trial: {link(best)}** ({best.get('outcome', '?')}): {results}.", ""]
+        lines += [f"**Best trial: {link(best)}** ({best['outcome']}): {results}.", ""]
     if sweep.get("model_uri"):
         lines += [model_section(sweep["model_uri"]), ""]
     metrics = [k for k in TABLE_METRICS if any(k in t for t in trials)]
@@ -141,7 +125,10 @@ def parent_note(sweep: dict, trials: list[dict], report_files: list[str], rows: 
     searched = ", ".join(f"`{k}`" for k in sweep["searched"]) or "nothing"
     outcomes = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "none yet"
     lines += ["", f"**Sweep of {searched}**: {sweep['search']} search, {sweep['scheduler']} scheduler; "
-                  f"{len(trials)} trials ({outcomes}).", "", report_section(sweep, report_files)]
+                  f"{len(trials)} trials ({outcomes}). Only a completed trial can be the best (a pruned one's "
+                  "val_ppl is from a shorter run).", "",
+              f"**Report**: `python -m analysis.report --experiment {sweep['experiment']} --run {sweep['run_id']}` "
+              "writes it (report.md and its figures) under reports/."]
     return "\n".join(lines) + "\n"
 
 
@@ -153,26 +140,14 @@ def model_section(uri: str) -> str:
             "(both with `--mlflow-uri` naming this store).")
 
 
-def report_section(sweep: dict, report_files: list[str]) -> str:
-    """Links to the report's artifacts, or the command that writes them."""
-    if not report_files:
-        return (f"**Report**: not written yet; `python -m analysis.report --experiment {sweep['experiment']} "
-                f"--run {sweep['run_id']}` adds it (figures and report.md) to this run's artifacts under report/.")
-    ordered = sorted(report_files, key=lambda p: (not p.endswith(".md"), p))
-    links = ", ".join(f"[{p.rsplit('/', 1)[-1]}](#{run_path(sweep['experiment_id'], sweep['run_id'], p)}"
-                      f"?{MODEL_TRAINING_QUERY})"
-                      for p in ordered)
-    return f"**Report** (this run's artifacts, report/): {links}."
-
-
 # The MLflow side (a client in, tags out): everything the note says is read back from MLflow, so a resumed sweep
 # or a report logged later describes every trial, not only those this driver saw.
 NOTE_LIMIT = 8000  # MLflow's longest tag value; a very large sweep lists its best trials and says how many more
 
 
 def _trial_rows(client, experiment_id: str, run_id: str) -> list[dict]:
-    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=10000)
-    return [{"run_id": c.info.run_id, "name": c.info.run_name, "outcome": c.data.tags.get("gptsweep.outcome", "?"),
+    children = client.search_runs([experiment_id], f"tags.`{R.PARENT_RUN_ID}` = '{run_id}'", max_results=10000)
+    return [{"run_id": c.info.run_id, "name": c.info.run_name, "outcome": c.data.tags.get(R.OUTCOME, "?"),
              **{k: c.data.metrics[k] for k in TABLE_METRICS if k in c.data.metrics}} for c in children]
 
 
@@ -189,22 +164,19 @@ def describe_sweep(client, run_id: str) -> str:
     sweep = {"experiment": experiment, "experiment_id": experiment_id, "run_id": run_id,
              "search": parent.data.params.get("sweep.search", "?"),
              "scheduler": parent.data.params.get("sweep.scheduler", "?"),
-             "searched": [k for k in parent.data.tags.get("gptsweep.searched", "").split(",") if k],
-             "model_uri": parent.data.tags.get(BEST_MODEL_URI)}
+             "searched": [k for k in parent.data.tags.get(R.SEARCHED, "").split(",") if k],
+             "model_uri": parent.data.tags.get(R.BEST_MODEL_URI)}
     trials = _trial_rows(client, experiment_id, run_id)
-    report = [f.path for f in client.list_artifacts(run_id, "report") if not f.is_dir]
     shown = len(trials)
-    note = parent_note(sweep, trials, report)
+    note = parent_note(sweep, trials)
     while len(note) > NOTE_LIMIT and shown > 1:  # keep the best trials' rows
         shown = shown * 3 // 4
-        note = parent_note(sweep, trials, report, rows=shown)
+        note = parent_note(sweep, trials, rows=shown)
     client.set_tag(run_id, NOTE_TAG, note)
     client.set_experiment_tag(experiment_id, RUNS_VIEW_TAG, runs_view(sweep["searched"]))
     client.update_run(run_id, name=sweep_run_name(experiment, parent.info.start_time / 1000, len(trials)))
-    from mlflow.entities import Metric
-
     now = int(time.time() * 1000)
-    completed = sum(t["outcome"] == "completed" for t in trials)
+    completed = sum(t["outcome"] == R.COMPLETED for t in trials)
     client.log_batch(run_id, metrics=[Metric("trials", len(trials), now, 0),
                                       Metric("trials_completed", completed, now, 0)])
     return note

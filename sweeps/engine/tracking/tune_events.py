@@ -24,8 +24,10 @@ from sweeps.engine.tracking.journal import Journal, Outbox, journal_folder
 from sweeps.engine.tracking.model_artifacts import trial_model_dir
 from sweeps.engine.tracking.writer import MlflowWriter, find_sweep_run
 from trainer import result_schema as R
-from trainer.config import config_from_params, flatten
+from trainer.result_schema import SweepIdentity
+from trainer.config import config_from_params, flatten, spread_params
 
+BEST_METRICS = ("val_ppl", "val_loss", "finetune_acc", "finetune_acc_fewshot")  # on the parent as best_<name>
 
 
 def end_wait_s() -> float:
@@ -34,15 +36,25 @@ def end_wait_s() -> float:
 
 
 def trial_outcome(trial) -> str:
-    """The outcome of a trial that ended without an exception."""
-    return R.outcome_of(trial.last_result or {}, config_from_params(trial.config).train.max_steps)
+    """The outcome of a trial that ended without an exception, from its last report."""
+    return R.outcome_of(trial.last_result or {})
 
 
-def mark_sweep(tracking_uri: str, experiment: str, sweep_path: str, status: str) -> None:
+def best_record(trials, outcome, searched: list[str]) -> dict | None:
+    """The parent run's best.* tags and best_* metrics: the best trial by trainer.result_schema.best_of."""
+    top = R.best_of(trials, outcome, lambda t: (t.last_result or {}).get("val_ppl"))
+    if top is None:
+        return None
+    config = spread_params(top.config)
+    return {"tags": {R.BEST_TRIAL_ID: top.trial_id, **{f"{R.BEST_PREFIX}{k}": str(config[k]) for k in searched}},
+            "metrics": _numbers({f"best_{k}": top.last_result[k] for k in BEST_METRICS if k in top.last_result})}
+
+
+def mark_sweep(sweep: SweepIdentity, status: str) -> None:
     """Set the parent run's status from outside Tune (a sweep stopped before its callbacks could close it)."""
-    client = MlflowClient(tracking_uri)
-    experiment_entity = client.get_experiment_by_name(experiment)
-    run_id = experiment_entity and find_sweep_run(client, experiment_entity.experiment_id, sweep_path)
+    client = MlflowClient(sweep.tracking_uri)
+    experiment_entity = client.get_experiment_by_name(sweep.experiment)
+    run_id = experiment_entity and find_sweep_run(client, experiment_entity.experiment_id, sweep.sweep_path)
     if run_id and client.get_run(run_id).info.status == "RUNNING":
         client.set_terminated(run_id, status)
 
@@ -57,9 +69,9 @@ def _strings(values: dict) -> dict[str, str]:
 
 
 class MLflowTracking(tune.Callback):
-    def __init__(self, tracking_uri: str, experiment: str, sweep_path: str, sweep_params: dict[str, object],
-                 searched: list[str], corpus_metrics: dict[str, float] | None = None):
-        self.tracking_uri, self.experiment, self.sweep_path = tracking_uri, experiment, sweep_path
+    def __init__(self, sweep: SweepIdentity, sweep_params: dict[str, object], searched: list[str],
+                 corpus_metrics: dict[str, float] | None = None):
+        self.sweep = sweep
         self.sweep_params, self.searched, self.corpus_metrics = sweep_params, searched, corpus_metrics or {}
         self.total_trials = 0  # from Tune's setup info; fewer trials at the end means the sweep was interrupted
         self.synced = True  # False when the sweep ended with journal lines MLflow has not got yet
@@ -76,20 +88,21 @@ class MLflowTracking(tune.Callback):
 
     def setup(self, **info) -> None:
         self.total_trials = int(info.get("total_num_samples") or 0)
-        writer = MlflowWriter(self.tracking_uri, self.experiment, self.sweep_path)
-        self._outbox = Outbox(Journal(journal_folder(self.sweep_path)), writer, self.tracking_uri)
-        self._outbox.send({"op": "sweep", "tracking_uri": self.tracking_uri, "experiment": self.experiment,
-                           "sweep_path": self.sweep_path,
-                           "run_name": mlflow_view.sweep_run_name(self.experiment, time.time(), self.total_trials),
+        sweep = self.sweep
+        self._outbox = Outbox(Journal(journal_folder(sweep.sweep_path)), MlflowWriter(sweep), sweep.tracking_uri)
+        self._outbox.send({"op": "sweep", "tracking_uri": sweep.tracking_uri, "experiment": sweep.experiment,
+                           "sweep_path": sweep.sweep_path,
+                           "run_name": mlflow_view.sweep_run_name(sweep.experiment, time.time(), self.total_trials),
                            "searched": self.searched, "params": _strings(self.sweep_params),
                            "corpus_metrics": _numbers(self.corpus_metrics)})
 
     def _start(self, trial) -> None:
         if trial.trial_id not in self._started:
             self._started.add(trial.trial_id)
-            name = mlflow_view.trial_run_name(trial.config, self.searched, set())  # made unique by the writer
+            params = spread_params(trial.config)  # plain dotted keys, whatever the space searched
+            name = mlflow_view.trial_run_name(params, self.searched, set())  # made unique by the writer
             self._outbox.send({"op": "trial", "trial_id": trial.trial_id, "run_name": name,
-                               "params": _strings(trial.config), "corpus_metrics": _numbers(self.corpus_metrics)})
+                               "params": _strings(params), "corpus_metrics": _numbers(self.corpus_metrics)})
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._start(trial)
@@ -130,24 +143,17 @@ class MLflowTracking(tune.Callback):
             self._outbox.send({"op": "finish", "trial_id": trial.trial_id, "outcome": R.INTERRUPTED})
         never_started = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
         interrupted = bool(stopped or never_started) or len(trials) < self.total_trials
-        self.finish_sweep(trials, status="KILLED" if interrupted else "FINISHED")
+        stopped_ids = {t.trial_id for t in stopped}
+        outcome = lambda t: R.ERROR if t.status == "ERROR" else R.INTERRUPTED if t.trial_id in stopped_ids \
+            else trial_outcome(t)
+        self.finish_sweep(best_record(trials, outcome, self.searched), "KILLED" if interrupted else "FINISHED")
 
-    def finish_sweep(self, trials, status: str = "FINISHED") -> None:
-        """Record the best trial so far on the parent run, close it with `status`, and wait (a bounded time)
-        for MLflow to have everything; what it still lacks waits in the journal for sweeps.engine.sync."""
-        ranked = [t for t in trials if t.last_result and
-                  R.counts_for_best(trial_outcome(t), t.last_result.get("val_ppl"))]
-        best = None
-        if ranked:
-            top = min(ranked, key=lambda t: t.last_result["val_ppl"])
-            best = {"tags": {R.BEST_TRIAL_ID: top.trial_id,
-                             **{f"{R.BEST_PREFIX}{k}": str(top.config[k]) for k in self.searched}},
-                    "metrics": _numbers({f"best_{k}": top.last_result[k] for k in
-                                         ("val_ppl", "val_loss", "finetune_acc", "finetune_acc_fewshot")
-                                         if k in top.last_result})}
+    def finish_sweep(self, best: dict | None, status: str = "FINISHED") -> None:
+        """Record the best trial so far (best_record) on the parent run, close it with `status`, and wait (a
+        bounded time) for MLflow to have everything; what it still lacks waits in the journal for sweeps.engine.sync."""
         self._outbox.send({"op": "end", "status": status, "best": best})
         self.synced = self._outbox.drain(end_wait_s())
         if not self.synced:
-            print(f"MLflow at {self.tracking_uri} did not come back: {len(self._outbox.queue)} updates wait in "
+            print(f"MLflow at {self.sweep.tracking_uri} did not come back: {len(self._outbox.queue)} updates wait in "
                   f"{self._outbox.journal.path}; when it is back, run:\n  python -m sweeps.engine.sync --sweep "
-                  f"{self.sweep_path}", file=sys.stderr, flush=True)
+                  f"{self.sweep.sweep_path}", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ import hashlib
 import numbers
 import time
 
+from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
@@ -22,6 +23,7 @@ from sweeps.engine.tracking import run_page as mlflow_view
 from sweeps.engine.tracking.journal import is_unreachable
 from sweeps.engine.tracking.model_artifacts import log_model_folder, tag_best_model
 from trainer import result_schema as R
+from trainer.result_schema import SweepIdentity
 
 STATUS = {R.COMPLETED: "FINISHED", R.PRUNED: "KILLED", R.DIVERGED: "FAILED", R.ERROR: "FAILED",
           R.INTERRUPTED: "KILLED"}  # MLflow run status of each outcome
@@ -51,16 +53,17 @@ def find_sweep_run(client: MlflowClient, experiment_id: str, sweep_path: str) ->
     return found[0].info.run_id if found else None
 
 
-def sweep_urls(tracking_uri: str, experiment: str, sweep_path: str) -> tuple[str, str] | None:
+def sweep_urls(sweep: SweepIdentity) -> tuple[str, str] | None:
     """The URLs of the experiment's sweep view and of the sweep's parent run in `mlflow ui` (the tracking server
     itself for an http(s) URI); None if MLflow has no such sweep."""
+    tracking_uri = sweep.tracking_uri
     database = R.sqlite_path(tracking_uri)
     if database is not None and not database.is_file():
         return None  # nothing was written there (and a client would create an empty database)
     client = MlflowClient(tracking_uri)
     try:
-        found = client.get_experiment_by_name(experiment)
-        run_id = found and find_sweep_run(client, found.experiment_id, sweep_path)
+        found = client.get_experiment_by_name(sweep.experiment)
+        run_id = found and find_sweep_run(client, found.experiment_id, sweep.sweep_path)
     except Exception as error:  # a tracking server that is down: the summary says where the journal waits
         if not is_unreachable(error):
             raise
@@ -75,8 +78,8 @@ def sweep_urls(tracking_uri: str, experiment: str, sweep_path: str) -> tuple[str
 class MlflowWriter:
     """The MLflow side of one sweep; `apply(op)` for each journal line, in order."""
 
-    def __init__(self, tracking_uri: str, experiment: str, sweep_path: str):
-        self.tracking_uri, self.experiment, self.sweep_path = tracking_uri, experiment, sweep_path
+    def __init__(self, sweep: SweepIdentity):
+        self.sweep = sweep
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
         self.parent_id: str | None = None
@@ -88,7 +91,7 @@ class MlflowWriter:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(self.tracking_uri)
+            self._client = MlflowClient(self.sweep.tracking_uri)
         return self._client
 
     def apply(self, op: dict) -> None:
@@ -97,12 +100,12 @@ class MlflowWriter:
     # --- finding runs again ------------------------------------------------------------------------------
     def _experiment(self) -> str:
         if self._experiment_id is None:
-            self._experiment_id = ensure_experiment(self.client, self.experiment)
+            self._experiment_id = ensure_experiment(self.client, self.sweep.experiment)
         return self._experiment_id
 
     def _parent(self) -> str:
         if self.parent_id is None:
-            self.parent_id = find_sweep_run(self.client, self._experiment(), self.sweep_path)
+            self.parent_id = find_sweep_run(self.client, self._experiment(), self.sweep.sweep_path)
         return self.parent_id
 
     def _child(self, trial_id: str) -> str | None:
@@ -122,8 +125,9 @@ class MlflowWriter:
         if self._parent() is not None:
             self.client.update_run(self.parent_id, status="RUNNING")
         else:
+            path = self.sweep.sweep_path
             self.parent_id = self.client.create_run(self._experiment(), run_name=op["run_name"], tags={
-                R.SWEEP_PATH: self.sweep_path, R.ROLE: R.ROLE_SWEEP, R.SWEEP_KEY: sweep_key(self.sweep_path),
+                R.SWEEP_PATH: path, R.ROLE: R.ROLE_SWEEP, R.SWEEP_KEY: sweep_key(path),
                 R.SEARCHED: ",".join(op["searched"])}).info.run_id
             self._log_metrics(self.parent_id, op["corpus_metrics"], step=0)
         self._log_params_once(self.parent_id, op["params"])
@@ -214,12 +218,8 @@ class MlflowWriter:
             self.client.log_batch(run_id, metrics=metrics)
 
     def _log_learning_curve(self, run_id: str, title: str) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))  # no pyplot: no global backend or figure registry in the sweep's driver
+        ax = fig.subplots()
         for key in ("train_loss", "val_loss"):
             history = sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
             if history:
@@ -228,4 +228,3 @@ class MlflowWriter:
         ax.grid(alpha=0.3)
         ax.legend()
         self.client.log_figure(run_id, fig, "learning_curve.png")
-        plt.close(fig)

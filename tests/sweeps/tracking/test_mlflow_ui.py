@@ -1,7 +1,7 @@
 """pytest -m slow tests/sweeps/tracking/test_mlflow_ui.py -s — a sweep as a person sees it in the MLflow UI,
 checked in a browser.
 
-A real smoke sweep (3 trials) and its report, a real `mlflow ui` on 127.0.0.1, Debian's chromium driven headless by
+A real smoke sweep (3 trials), a real `mlflow ui` on 127.0.0.1, Debian's chromium driven headless by
 selenium through the system chromedriver (no driver or browser downloads): the URL the sweep prints opens the
 experiment in model-training mode, the sweep's row expands to one row per trial showing the val_ppl and
 finetune_acc MLflow holds, the sweep's page describes it, and a trial's page draws its val_loss curve.
@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from analysis.report import main as report_main
 from sweeps.engine.tracking import run_page as mlflow_view
 from sweeps.lr_warmup import space as lr_warmup_space
 from sweeps.engine.launch import run_sweep
@@ -61,7 +60,7 @@ def _wait_for_health(address: str, server: subprocess.Popen, timeout_s: float = 
 
 @pytest.fixture(scope="module")
 def ui(inputs, tmp_path_factory):
-    """A finished sweep with its report, served by `mlflow ui` on a free port; yields what the test needs."""
+    """A finished sweep, served by `mlflow ui` on a free port; yields what the test needs."""
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.skip("chromium or chromedriver not found; install them: apt-get install -y chromium chromium-driver")
     uri = f"sqlite:///{inputs / 'mlflow.db'}"
@@ -80,7 +79,6 @@ def ui(inputs, tmp_path_factory):
         client = MlflowClient(uri)
         assert all("finetune_acc" in r.data.metrics for r in client.search_runs(
             [client.get_experiment_by_name("ui").experiment_id], "tags.`gptsweep.role` = 'trial'"))
-        assert report_main(["--experiment", "ui", "--mlflow-uri", uri, "--out", str(inputs / "report")]) == 0
         _wait_for_health(address, server)
         yield {"uri": uri, "address": address, "client": client}
     finally:
@@ -196,7 +194,7 @@ def test_sweep_reads_at_a_glance_in_the_mlflow_ui(ui, browser, tmp_path):
     _save_small(tmp_path / "2_expanded.png", tmp_path / "sweep_small.png",
                 bottom=round(max(r["y"] + r["height"] for r in rows) + 40))
 
-    # 3. The sweep's page: its description names the best trial, ranks every trial, links the report.
+    # 3. The sweep's page: its description names the best trial, ranks every trial, gives the report's command.
     browser.get(mlflow_view.ui_url(experiment_id, parent.info.run_id, ui["address"]))
     best = _wait(browser, "strong", "Best trial")
     assert trials[0].info.run_name in best.text
@@ -204,7 +202,7 @@ def test_sweep_reads_at_a_glance_in_the_mlflow_ui(ui, browser, tmp_path):
     table = _wait(browser, "table", trials[-1].info.run_name)
     order = [cell.text for cell in table.find_elements("css selector", "tbody tr td:first-child")]
     assert order == [t.info.run_name for t in trials], table.text  # sorted by val_ppl, best first
-    _wait(browser, "a", "report.md")
+    _wait(browser, "code", "python -m analysis.report")
     browser.save_screenshot(str(tmp_path / "3_sweep_page.png"))
 
     # 4. The best trial, reached through its link in the description: its val_loss curve.

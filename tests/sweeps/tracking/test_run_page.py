@@ -54,7 +54,7 @@ def test_note_ranks_trials_by_val_ppl_and_puts_failures_last():
               {"run_id": "c", "name": "lr=2e-3 warmup=5", "outcome": "completed", "val_ppl": 30.0,
                "finetune_acc": 0.6},
               {"run_id": "d", "name": "lr=1e-4 warmup=5", "outcome": "pruned", "val_ppl": 90.0}]
-    note = mlflow_view.parent_note(SWEEP, trials, [])
+    note = mlflow_view.parent_note(SWEEP, trials)
     assert "**Best trial: [lr=2e-3 warmup=5](#/experiments/1/runs/c?workflowType=machine_learning)** (completed)" \
         in note
     rows = [line for line in note.splitlines() if line.startswith("| [")]
@@ -63,10 +63,7 @@ def test_note_ranks_trials_by_val_ppl_and_puts_failures_last():
     assert "| val_ppl | val_loss |" not in note and "| val_ppl | finetune_acc |" in note  # only metrics present
     assert "2 completed, 1 diverged, 1 pruned" in note
     assert "python -m analysis.report --experiment lr_warmup --run P" in note
-    linked = mlflow_view.parent_note(SWEEP, trials, ["report/search.png", "report/report.md"])
-    assert "[report.md](#/experiments/1/runs/P/artifacts/report/report.md?workflowType=machine_learning), " \
-        "[search.png](" in linked
-    shortened = mlflow_view.parent_note(SWEEP, trials, [], rows=2)
+    shortened = mlflow_view.parent_note(SWEEP, trials, rows=2)
     assert "lr=1e-4 warmup=5" not in shortened and "and 2 more trials" in shortened
 
 

@@ -7,6 +7,7 @@ import re
 from types import SimpleNamespace
 
 from tests.support import REPO, TuneTrial, runs_of, steps_of
+from trainer.result_schema import SweepIdentity
 
 
 # --- MLflow bookkeeping: quotes in paths, write-once params, replayed steps, interrupted status --------------
@@ -17,7 +18,7 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
     sweep_path = str(tmp_path / "it's a \"sweep\"")  # quotes broke the parent's search filter
 
     def driver() -> MLflowTracking:  # a fresh driver process: what --resume starts
-        tracking = MLflowTracking(uri, "exp", sweep_path, {"sweep.search": "grid"}, ["optim.lr"])
+        tracking = MLflowTracking(SweepIdentity(uri, "exp", sweep_path), {"sweep.search": "grid"}, ["optim.lr"])
         tracking.setup(total_num_samples=1)
         return tracking
 
@@ -49,7 +50,7 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
     second.on_trial_start(0, [trial], trial)
     for step in (12, 16):
         second.on_trial_result(0, [trial], trial, {"step": step, "val_loss": 4.0, "train_loss": 4.0, "start_step": 12})
-    trial.status, trial.last_result = "TERMINATED", {"step": 16, "val_loss": 4.0, "val_ppl": 54.6}
+    trial.status, trial.last_result = "TERMINATED", {"step": 16, "max_steps": 16, "val_loss": 4.0, "val_ppl": 54.6}
     second.on_trial_complete(0, [trial], trial)
     second.on_experiment_end([trial])
     client, parents, children = runs_of(tmp_path, "exp")
@@ -66,9 +67,10 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
 def test_every_mlflow_ui_command_binds_to_localhost(capsys):
     from sweeps.engine.launch import _print_summary
 
-    plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", experiment="exp", dims={"optim.lr": None},
+    plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", experiment="exp", searched=["optim.lr"],
                            register=None)
-    _print_summary(plan, _NoResults(), wall_s=1.0, prepared_s=0.1, sweep_path="/tmp/x/ray_results/exp_1")
+    _print_summary(plan, _NoResults(), wall_s=1.0, prepared_s=0.1,
+                   sweep=SweepIdentity(plan.tracking_uri, "exp", "/tmp/x/ray_results/exp_1"))
     summary = capsys.readouterr().out
     texts = {"sweep summary": summary}
     for path in {REPO / "README.md", *REPO.glob("*.md"), *REPO.glob("*/*.md")}:  # the docs a person copies from
