@@ -1,4 +1,4 @@
-"""pytest tests/test_command_flags.py — every command parses its flags the same way: a bad flag is one `error:`
+"""pytest tests/analysis/test_command_flags.py — every command parses its flags the same way: a bad flag is one `error:`
 line that names the command's --help, exit code 2, no usage block.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""pytest tests/test_best_trial.py — every place that names a sweep's best trial names the same one, a completed
+"""pytest tests/sweeps/test_best_trial.py — every place that names a sweep's best trial names the same one, a completed
 trial, even when a pruned and an interrupted trial reached a lower val_ppl on their shorter runs.
 
 The places: the console summary and the scratch baseline's choice (sweeps.engine.launch.best_result over Tune's

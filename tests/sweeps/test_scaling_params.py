@@ -1,4 +1,4 @@
-"""pytest tests/test_scaling_params.py — the scaling sweep's grid points (a model size, a token budget: several
+"""pytest tests/sweeps/test_scaling_params.py — the scaling sweep's grid points (a model size, a token budget: several
 dotted keys each) reach MLflow and the scaling fit as plain dotted keys, the one interface of every other sweep.
 """
 from __future__ import annotations
