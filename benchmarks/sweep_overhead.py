@@ -34,7 +34,6 @@ from benchmarks.common import emit, offline, shared_file, sweep_benchmark_parser
 from benchmarks.sweep_results import SweepRun, run_sweep_captured
 from sweeps.engine.plan import Dim
 from trainer.config import DataConfig, build_config, with_vocab_size
-from trainer.config import build_config
 from trainer.data import prepare_corpus
 from trainer.loop import Pretrainer
 

@@ -92,22 +92,10 @@ class RunConfig:
 PRESETS: dict[str, dict[str, object]] = {
     # The seed's config exactly: a GPU job (2000 steps of 16x128 tokens, GPT-2 vocabulary).
     "seed": {},
-    # A few minutes per trial on one core of a slow 2-core CPU (AMD EPYC family 25, AVX2, no native bf16; fp32).
-    # Chosen by measurement there (torch 2.13.0+cpu, one thread per run, two runs side by side as in a sweep):
-    # - GPT-2's 50,257-way output layer is ~94 % of a 128-wide model's work (678 tokens/s of CPU time); a BPE
-    #   trained on the corpus runs 4,842 (bpe:4096) or 5,854 (bpe:2048) tokens/s for the same 2 x 128 body.
-    # - Per byte, bpe:4096 learns faster: 400 steps of 16 x 128 tokens at lr 3e-3 reached 2.49 bits per byte
-    #   (its bigram: 2.27) against bpe:2048's 2.64 (bigram 2.41); neither beat its bigram at that budget.
-    # - The last-token classifier head fine-tuned for one epoch at lr 5e-4 scored 0.34 on AG News (chance 0.25),
-    #   so the head reads the mean of all tokens' states, at a higher lr.
-    # Hence: half the batch for twice the updates of the same tokens, no dropout.
-    # - Steps, measured on the 54/6 article split of the WikiText-2 test split (311k bpe:4096 training tokens,
-    #   bigram 2.2745 bits per byte), lr 3e-3: 600 steps 2.30, 1200 steps (its own cosine) 2.22, 1800 steps 2.18
-    #   (4.2 % below the bigram, 5.9 passes over the split), 5400 steps 2.46 (18 passes: overfit).
-    # - Fine-tuning (trainer/finetune.py's rule: at least `steps` updates and `epochs` passes, lr 1e-3, mean
-    #   pooling) on 5,000 AG News rows: 0.79 after 1,800 steps of pretraining, 0.77 from random weights; lr 3e-4
-    #   reached 0.72, a frozen body 0.39 on 100 rows (against 0.41 fine-tuning all of it).
-    # The figures: docs/results.md, `python -m benchmarks.learning`.
+    # Minutes per trial on one core of a 2-core CPU in fp32, chosen by measurement (docs/results.md, "The cpu
+    # preset"): a corpus BPE (GPT-2's output layer was ~94 % of the work), half the seed's batch, no dropout, 1,800
+    # steps (where the local WikiText-2 split stops paying: 4.2 % below its bigram); a 200-step probe, then 300+
+    # fine-tuning updates at 2e-3 on mean-pooled states.
     "cpu": {
         "data.tokenizer": "bpe:4096",
         "model.n_layers": 2,
@@ -291,9 +279,7 @@ def validate(cfg: RunConfig) -> None:
         (0 < f.lr < math.inf and f.batch_size > 0 and f.max_length > 1 and f.fewshot_n > 0,
          "finetune.lr (finite), batch_size, max_length and fewshot_n must be positive"),
         (0 <= f.epochs < math.inf and f.steps >= 0 and f.probe_steps >= 0 and (f.epochs > 0 or f.steps > 0),
-         f"finetune.epochs={f.epochs}, steps={f.steps} and probe_steps={f.probe_steps} must be >= 0, epochs and "
-         "steps not both 0; "
-         "e.g. --set finetune.steps=300"),
+         f"finetune.epochs={f.epochs}, steps={f.steps}, probe_steps={f.probe_steps}: each >= 0, epochs or steps > 0"),
     ]
     for ok, message in checks:
         if not ok:

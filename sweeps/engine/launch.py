@@ -22,7 +22,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from sweeps.engine.console_text import browse_hint, error_line
+from sweeps.engine.console_text import best_result, exit_code, print_summary
 from sweeps.engine.grow import mark_part, origin_of, plan_growth
 from sweeps.engine.plan import REDUCTION_FACTOR, SearchSpace, SweepPlan, make_plan
 from sweeps.engine.progress import TimeLeftReporter
@@ -31,10 +31,10 @@ from sweeps.engine.searcher import optuna_search, study_storage
 from sweeps.engine.signals import StopOnSignal
 from sweeps.engine.sweep_lock import schema_lock, sweep_lock
 from trainer.cli import exits_cleanly_on_bad_input
-from trainer.config import ConfigError, spread_params, with_vocab_size
+from trainer.config import ConfigError, with_vocab_size
 from trainer.data import prepare_corpus, prepare_finetune
 from trainer.floors import loss_floors
-from trainer.result_schema import ERROR, SweepIdentity, best_of, format_value, outcome_of
+from trainer.result_schema import SweepIdentity
 from trainer.telemetry import disable_telemetry
 
 # Torch (the trainable, the scratch baseline) and MLflow (the tracking room) are imported inside the functions
@@ -196,20 +196,10 @@ def _launch(plan: SweepPlan, stop: StopOnSignal, held: contextlib.ExitStack) -> 
         _print_resume(plan, stop.signum, time.perf_counter() - started)
         return 128 + stop.signum
     log_scratch_baseline(sweep, best_result(results), corpus.vocab_size, finetune_data)
-    _print_summary(plan, results, time.perf_counter() - started, prepared, sweep)
+    print_summary(plan, results, time.perf_counter() - started, prepared, sweep)
     return exit_code(results)
 
 
-def exit_code(results) -> int:
-    """0 when some trial produced a result (diverged trials are results; errors are not), else 1 with one line
-    on stderr naming the first error."""
-    if any(r.error is None and r.metrics for r in results):
-        return 0
-    first = next((r.error for r in results if r.error is not None), None)
-    reason = error_line(first) if first is not None else "none ran"
-    print(f"error: no trial produced a result ({len(results)} trials, first error {reason}); "
-          f"see {results.experiment_path}", file=sys.stderr)
-    return 1
 
 
 def _tuner(plan: SweepPlan, trainable, floors: dict):
@@ -273,31 +263,3 @@ def _sweep_params(plan: SweepPlan) -> dict[str, object]:
             "sweep.max_concurrent": plan.max_concurrent, "sweep.cpus_per_trial": plan.cpus_per_trial,
             "sweep.gpus_per_trial": plan.gpus_per_trial, "sweep.grace_steps": plan.grace_steps,
             "sweep.time_attr": plan.time_attr}
-
-
-def best_result(results):
-    """The best of a sweep's Tune results (trainer.result_schema.best_of), or None."""
-    return best_of([r for r in results if r.metrics], lambda r: ERROR if r.error is not None else outcome_of(r.metrics),
-                   lambda r: r.metrics.get("val_ppl"))
-
-
-def _print_summary(plan: SweepPlan, results, wall_s: float, prepared_s: float, sweep) -> None:
-    from sweeps.engine.tracking.registry import best_model_lines
-    from sweeps.engine.tracking.writer import sweep_urls
-
-    print(f"\nsweep finished in {wall_s:.0f}s ({prepared_s:.1f}s preparing data): {len(results)} trials, "
-          f"{len(results.errors)} errors")
-    best = best_result(results)
-    if best is not None:
-        config = spread_params(best.config)
-        chosen = ", ".join(f"{k}={format_value(config[k])}" for k in plan.searched)
-        extra = "".join(f", {k}={best.metrics[k]:.3f}" for k in ("finetune_acc", "finetune_acc_fewshot")
-                        if k in best.metrics)
-        print(f"best trial: {chosen}: val_ppl={best.metrics['val_ppl']:.1f}{extra}")
-    for line in best_model_lines(sweep, plan.register):
-        print(line)
-    urls = sweep_urls(sweep)
-    print(f"MLflow: {plan.tracking_uri}  ({browse_hint(plan.tracking_uri)})")
-    if urls:
-        print(f"  the sweeps (+ on a row shows its trials): {urls[0]}\n  this sweep's page: {urls[1]}")
-    print(f"Tune results: {results.experiment_path}")

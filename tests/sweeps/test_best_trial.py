@@ -1,7 +1,7 @@
 """pytest tests/sweeps/test_best_trial.py — every place that names a sweep's best trial names the same one, a completed
 trial, even when a pruned and an interrupted trial reached a lower val_ppl on their shorter runs.
 
-The places: the console summary and the scratch baseline's choice (sweeps.engine.launch.best_result over Tune's
+The places: the console summary and the scratch baseline's choice (sweeps.engine.console_text.best_result over Tune's
 results), the parent run's best.* tags and best_* metrics and its MLflow description (the tracking callback and
 writer, on a real SQLite MLflow), and the report's best-trial line and trial table (read back from that MLflow).
 """
@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.report import build_report
 from analysis.runs import best_trial, fetch_sweep
-from sweeps.engine.launch import _print_summary, best_result
+from sweeps.engine.console_text import best_result, print_summary as _print_summary
 from sweeps.engine.tracking.run_page import NOTE_TAG
 from sweeps.engine.tracking.tune_events import MLflowTracking
 from trainer import result_schema as R

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ray.tune import Result
 
-from sweeps.engine.launch import exit_code
+from sweeps.engine.console_text import exit_code
 from trainer.result_schema import DIVERGED_LOSS
 
 

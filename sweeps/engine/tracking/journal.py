@@ -20,7 +20,6 @@ from collections import deque
 from pathlib import Path
 
 import requests
-from mlflow.exceptions import MlflowException
 
 from trainer.data import cache_dir
 
@@ -70,6 +69,10 @@ class Journal:
 
 def is_unreachable(error: Exception) -> bool:
     """A server that is down, restarting or hung, as MLflow's REST client reports it (not a bad request)."""
+    # MLflow is imported here, not at the top: the planner reads the journal while checking input, and a sweep
+    # with bad input must not wait seconds for MLflow before its one-line error.
+    from mlflow.exceptions import MlflowException
+
     if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)):
         return True
     text = str(error)

@@ -65,7 +65,7 @@ def test_mlflow_tracking_survives_quotes_restarts_and_resumes(tmp_path):
 
 # --- the MLflow UI binds to 127.0.0.1 -------------------------------------------------------------------
 def test_every_mlflow_ui_command_binds_to_localhost(capsys):
-    from sweeps.engine.launch import _print_summary
+    from sweeps.engine.console_text import print_summary as _print_summary
 
     plan = SimpleNamespace(tracking_uri="sqlite:////tmp/x/mlflow.db", experiment="exp", searched=["optim.lr"],
                            register=None)
