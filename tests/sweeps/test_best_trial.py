@@ -50,7 +50,7 @@ def _run_sweep(sweep: SweepIdentity) -> list[_Trial]:
     tracking.setup(total_num_samples=len(TRIALS))
     trials = []
     for trial_id, lr, step, loss, finetuned, interrupted in TRIALS:
-        trial = _Trial(trial_id=trial_id, config={**base, "optim.lr": lr}, status="RUNNING", last_result={})
+        trial = _Trial(trial_id=trial_id, config={**base, "optim.lr": lr}, status="RUNNING", last_result={}, checkpoint=None)
         trials.append(trial)
         tracking.on_trial_start(0, trials, trial)
         trial.last_result = _report(step, loss, finetuned)
@@ -92,7 +92,7 @@ def test_every_place_names_the_completed_trial_as_best(tmp_path, capsys):
 
     results = [SimpleNamespace(metrics=t.last_result, error=None, config=t.config) for t in trials]
     assert best_result(results).config["optim.lr"] == 2e-3  # the scratch baseline fine-tunes this trial's shape
-    plan = SimpleNamespace(tracking_uri=sweep.tracking_uri, experiment="exp", searched=["optim.lr"])
+    plan = SimpleNamespace(tracking_uri=sweep.tracking_uri, experiment="exp", searched=["optim.lr"], register=None)
     _print_summary(plan, _Results(results), wall_s=1.0, prepared_s=0.1, sweep=sweep)
     assert "best trial: optim.lr=2e-3: val_ppl=40.0" in capsys.readouterr().out
 

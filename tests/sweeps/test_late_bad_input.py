@@ -22,6 +22,7 @@ from sweeps.engine.tracking.journal import Journal, Outbox
 from sweeps.engine.tracking.writer import MlflowWriter
 from sweeps.lr_warmup import space
 from trainer.__main__ import main as train_main
+from trainer.result_schema import SweepIdentity
 
 
 def _closed_port() -> int:
@@ -132,7 +133,7 @@ class DiskFullFirst:
 
 def test_a_full_disk_keeps_writes_in_the_journal_until_there_is_room(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    writer = DiskFullFirst(MlflowWriter(uri, "full", str(tmp_path / "sweep")), failures=1)
+    writer = DiskFullFirst(MlflowWriter(SweepIdentity(uri, "full", str(tmp_path / "sweep"))), failures=1)
     outbox = Outbox(Journal(tmp_path / "sweep"), writer, uri)
     outbox.send({"op": "sweep", "run_name": "s", "searched": [], "params": {}, "corpus_metrics": {"floor": 1.0}})
     assert len(outbox.queue) == 1 and len(Journal(tmp_path / "sweep").pending()) == 1  # kept, not raised

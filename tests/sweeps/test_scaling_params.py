@@ -28,7 +28,7 @@ def test_a_size_and_a_budget_are_logged_and_read_back_as_dotted_keys(tmp_path):
     tracking = MLflowTracking(sweep, {**flatten(cfg), "sweep.preset": "smoke", "sweep.search": "grid"}, searched)
     tracking.setup(total_num_samples=1)
     config = {**flatten(cfg), "scaling.model": size_params(48, 1), "scaling.budget": budget_params(30)}
-    trial = SimpleNamespace(trial_id="t_0", config=config, status="TERMINATED",
+    trial = SimpleNamespace(trial_id="t_0", config=config, status="TERMINATED", checkpoint=None,
                             last_result={"step": 30, "max_steps": 30, "val_loss": 4.0, "val_ppl": 54.6})
     tracking.on_trial_start(0, [trial], trial)
     tracking.on_trial_result(0, [trial], trial, trial.last_result)

@@ -30,10 +30,10 @@ def test_the_best_of_a_sweep_is_the_lowest_completed_even_when_a_pruned_one_is_l
 
 
 def test_outcome_from_the_last_report():
-    assert outcome_of({"step": 12, "val_loss": 3.0}, 12) == COMPLETED
-    assert outcome_of({"step": 8, "val_loss": 3.0}, 12) == PRUNED
-    assert outcome_of({"step": 5, "val_loss": DIVERGED_LOSS, "diverged": 1}, 12) == DIVERGED
-    assert outcome_of({}, 12) == PRUNED  # nothing reported yet
+    assert outcome_of({"step": 12, "max_steps": 12, "val_loss": 3.0}) == COMPLETED
+    assert outcome_of({"step": 8, "max_steps": 12, "val_loss": 3.0}) == PRUNED
+    assert outcome_of({"step": 5, "max_steps": 12, "val_loss": DIVERGED_LOSS, "diverged": 1}) == DIVERGED
+    assert outcome_of({}) == PRUNED  # nothing reported yet
 
 
 def test_placeholders_are_recognised_and_measurements_are_not():

@@ -17,6 +17,7 @@ from sweeps.engine.tracking import journal as journal_module
 from sweeps.engine.tracking.journal import CLIENT_ENV, Journal, Outbox
 from sweeps.engine.tracking.tune_events import MLflowTracking, end_wait_s
 from tests.support import TuneTrial, runs_of
+from trainer.result_schema import SweepIdentity
 
 
 class Clock:
@@ -116,12 +117,13 @@ def test_a_sweep_whose_server_was_down_throughout_is_complete_in_mlflow_after_sy
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("GPTSWEEP_TRACKING_WAIT_S", "0")
     sweep_path = str(tmp_path / "exp_1")
-    tracking = MLflowTracking(down, "exp", sweep_path, {"sweep.search": "optuna"}, ["optim.lr"])
+    tracking = MLflowTracking(SweepIdentity(down, "exp", sweep_path), {"sweep.search": "optuna"}, ["optim.lr"])
     tracking.setup(total_num_samples=1)
     trial = TuneTrial("t_00000", **{"optim.lr": 2e-3})
     tracking.on_trial_start(0, [trial], trial)
     for step in (4, 8, 12):
-        trial.last_result = {"step": step, "val_loss": 6.0 - step / 4, "val_ppl": 50.0 - step, "train_loss": 5.0}
+        trial.last_result = {"step": step, "val_loss": 6.0 - step / 4, "val_ppl": 50.0 - step, "train_loss": 5.0,
+                             "max_steps": 12}
         tracking.on_trial_result(0, [trial], trial, dict(trial.last_result))
     trial.status = "TERMINATED"
     tracking.on_trial_complete(0, [trial], trial)

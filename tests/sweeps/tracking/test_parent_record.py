@@ -11,6 +11,7 @@ import pytest
 
 from sweeps.engine.tracking.tune_events import MLflowTracking
 from tests.support import TuneTrial, runs_of
+from trainer.result_schema import SweepIdentity
 
 # (trial id, lr, reports as (step, val_ppl), how it ends); the smoke preset runs 12 steps
 TRIALS = [("t_done", 1e-3, [(4, 90.0), (8, 60.0), (12, 40.0)], "complete"),
@@ -24,7 +25,7 @@ TRIALS = [("t_done", 1e-3, [(4, 90.0), (8, 60.0), (12, 40.0)], "complete"),
 def ended_sweep(tmp_path_factory):
     """The sweep's MLflow record after its end; the tests only read it."""
     tmp_path = tmp_path_factory.mktemp("parent_record")
-    tracking = MLflowTracking(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", str(tmp_path / "exp_1"),
+    tracking = MLflowTracking(SweepIdentity(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp", str(tmp_path / "exp_1")),
                               {"sweep.search": "optuna"}, ["optim.lr"])
     tracking.setup(total_num_samples=len(TRIALS))
     trials = []
@@ -33,7 +34,8 @@ def ended_sweep(tmp_path_factory):
         trials.append(trial)
         tracking.on_trial_start(0, trials, trial)
         for step, ppl in reports:
-            trial.last_result = {"step": step, "val_ppl": ppl, "val_loss": math.log(ppl), "train_loss": 5.0}
+            trial.last_result = {"step": step, "val_ppl": ppl, "val_loss": math.log(ppl), "train_loss": 5.0,
+                                 "max_steps": 12}
             tracking.on_trial_result(0, trials, trial, dict(trial.last_result))
         if end == "complete":
             if trial.last_result["step"] == 12:
@@ -68,11 +70,11 @@ def test_the_parent_names_the_best_completed_trial_not_a_lower_pruned_or_interru
 
 def end_part(uri: str, sweep_path: str, trial_id: str, val_ppl: float) -> None:
     """One part of a sweep (its first, or a part that grows it) in which one trial completes with `val_ppl`."""
-    tracking = MLflowTracking(uri, "exp", sweep_path, {"sweep.search": "optuna"}, ["optim.lr"])
+    tracking = MLflowTracking(SweepIdentity(uri, "exp", sweep_path), {"sweep.search": "optuna"}, ["optim.lr"])
     tracking.setup(total_num_samples=1)
     trial = TuneTrial(trial_id, **{"optim.lr": val_ppl / 1e4})
     tracking.on_trial_start(0, [trial], trial)
-    trial.last_result = {"step": 12, "val_ppl": val_ppl, "val_loss": math.log(val_ppl), "train_loss": 5.0}
+    trial.last_result = {"step": 12, "val_ppl": val_ppl, "val_loss": math.log(val_ppl), "train_loss": 5.0, "max_steps": 12}
     tracking.on_trial_result(0, [trial], trial, dict(trial.last_result))
     trial.status = "TERMINATED"
     tracking.on_trial_complete(0, [trial], trial)
