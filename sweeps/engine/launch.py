@@ -101,6 +101,7 @@ def _start_ray(plan: SweepPlan) -> None:
     # something a sweep user can act on; errors from the same module still show.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if not ray.is_initialized():  # a notebook or test that already started Ray keeps its instance
+        disable_telemetry()  # the raylet started here passes its environment on to every trial worker
         try:
             # "local": a new cluster of this sweep's own; None would join any local one found in /tmp/ray.
             with ray_processes_in_own_session():  # a group SIGTERM then reaches only this driver

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SWEEP = [sys.executable, str(REPO / "sweeps" / "lr_warmup.py")]
 WAIT_S = 240  # bounds on waiting for a sweep, not measurements: a busy 2-core machine is slow
 

@@ -39,7 +39,7 @@ def test_optuna_asha_sweep_writes_one_parent_and_one_child_per_trial(optuna_swee
         assert parent.data.metrics[f"best_{key}"] == pytest.approx(best.data.metrics[key])
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert 1e-4 <= float(child.data.params["optim.lr"]) <= 3e-3
+        assert 1e-3 <= float(child.data.params["optim.lr"]) <= 9e-3  # the smoke preset's 3e-3, ÷ or × 3
         assert "optim.warmup_steps" in child.data.params
         assert "optim.lr" not in child.data.metrics  # params are not duplicated as metrics
         assert {"train_loss", "val_loss", "val_ppl", "val_bpb", "val_acc", "lr", "tokens_per_s", "eval_s"} <= set(
@@ -89,7 +89,7 @@ def test_grid_search_runs_every_cell_of_the_grid(inputs):
     assert run_sweep("lr_warmup", lr_warmup_space, args) == 0
     _, _, children = runs_of(inputs, "grid")
     cells = {(float(c.data.params["optim.lr"]), int(c.data.params["optim.warmup_steps"])) for c in children}
-    assert len(children) == len(cells) == 4 * 3  # 4 learning rates × warmups of 0, 1 and 5 steps
+    assert len(children) == len(cells) == 3 * 3  # lr 1e-3, 3e-3, 9e-3 × warmups of 0, 1 and 5 steps
     assert all(c.data.tags["gptsweep.outcome"] == "completed" for c in children)
 
 
