@@ -1,7 +1,7 @@
 """What a completed trial's model folder costs: its size and the seconds to write it, copy it into the sweep's
 storage (as Tune does with the last checkpoint) and log it to MLflow, for the cpu and seed presets' models.
 
-    python -m benchmarks.model_folder --json
+    python -m benchmarks.model_folder_cost --json
 
 The cpu preset's model uses bpe:4096 trained on wikitext-2 (GPTSWEEP_DATA_DIR), the seed preset's GPT-2's
 tokenizer; the weights are a fresh model's (the size and the time do not depend on their values). MLflow is a
@@ -64,7 +64,7 @@ def measure(repeats: int = 3) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.model_folder")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.model_folder_cost")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args(argv)
