@@ -51,7 +51,7 @@ def test_grid_search_and_fifo_get_no_early_stopping(tiny_corpus, extra):
 
 
 def test_the_cpu_sweep_judges_once_at_half_the_run(tiny_corpus):
-    # 5 trials, one rung at half the run: about 3 finish (the first to reach the rung always goes on).
+    # 5 trials, one rung at half the run (the first to reach it always goes on).
     plan = make_plan("lr_warmup", lr_warmup, ["--preset", "cpu", "--data", str(tiny_corpus), "--tokenizer", "bpe:300",
                                               "--finetune-train", "none"], "optuna")
     assert (plan.num_samples, plan.grace_steps) == (5, plan.cfg.train.max_steps // 2)
