@@ -53,8 +53,8 @@ class SweepBudget:
 BUDGETS = {
     "smoke": SweepBudget(num_samples=4, max_failures=1, gpus_per_trial=0.1),
     # 5 trials, judged once at half the run, where ASHA keeps each trial that beats the median so far (the first
-    # to arrive always goes on): more finish than with rungs from a quarter (measured: 2 of 5 in one run; the earlier
-    # 6 trials with rungs at 1/4 and 1/2 also finished 2). Minutes per trial on a CPU.
+    # to arrive always goes on): one cut instead of two, so a trial must lose once, not twice, to stop (one measured
+    # run finished 2 of 5; docs/results.md). Minutes per trial on a CPU.
     "cpu": SweepBudget(num_samples=5, max_failures=1, gpus_per_trial=0.25, grace_fraction=0.5),
     "seed": SweepBudget(num_samples=16, max_failures=2, gpus_per_trial=0.25),
 }
