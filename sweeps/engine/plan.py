@@ -53,7 +53,7 @@ class SweepBudget:
 BUDGETS = {
     "smoke": SweepBudget(num_samples=4, max_failures=1, gpus_per_trial=0.1),
     # 5 trials, judged once at half the run, where ASHA keeps each trial that beats the median so far (the first
-    # to arrive always goes on): one cut instead of two, so a trial must lose once, not twice, to stop (one measured
+    # to arrive always goes on): one cut, not one at a quarter and another at half the run (one measured
     # run finished 2 of 5; docs/results.md). Minutes per trial on a CPU.
     "cpu": SweepBudget(num_samples=5, max_failures=1, gpus_per_trial=0.25, grace_fraction=0.5),
     "seed": SweepBudget(num_samples=16, max_failures=2, gpus_per_trial=0.25),
