@@ -5,9 +5,10 @@ from random weights (`scratch_metrics`), the baseline that says whether pretrain
 
 Each setting starts from a fresh copy of the pretrained weights, fits a linear head (alone first, for
 `finetune.probe_steps`, then with the whole network) on the last real token's hidden state or the mean of all of
-them (`finetune.pooling`), and is scored on every row of the test table. Both settings follow one rule for how long to train (`updates`): a table of any size gets at least
-`finetune.steps` optimizer steps and at least `finetune.epochs` passes, so a few hundred rows are not fitted with a
-handful of updates and a large table is still seen whole.
+them (`finetune.pooling`), and is scored on every row of the test table. Both settings follow one rule for how
+long to train (`updates`): a table of any size gets at least `finetune.steps` optimizer steps and at least
+`finetune.epochs` passes, so a few hundred rows are not fitted with a handful of updates and a large table is
+still seen whole.
 """
 from __future__ import annotations
 
