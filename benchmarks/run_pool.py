@@ -2,7 +2,7 @@
 
     python -m benchmarks.mup_transfer --quick      (uses it: one process per slot, one torch thread each)
 
-`train_run` is one run of the cpu preset plus overrides, trained directly with trainer.loop.Pretrainer (no Ray, no
+`train_run` is one run of a preset (the cpu one unless told) plus overrides, trained directly with trainer.loop.Pretrainer (no Ray, no
 MLflow); `run_adaptively` keeps `slots` runs going and asks the caller what to train next whenever one finishes,
 so a search can extend itself (an lr line past its edge) without idling a slot until a whole round is done.
 """
@@ -17,13 +17,13 @@ from typing import Callable, Hashable
 Planner = Callable[[dict, set], dict[Hashable, dict[str, object]]]
 
 
-def train_run(overrides: dict[str, object]) -> dict[str, float]:
+def train_run(overrides: dict[str, object], preset: str = "cpu") -> dict[str, float]:
     """One run's last eval: val_loss (NaN where it diverged), the ledger, and the share of an epoch it trained."""
     from trainer.config import build_config, with_vocab_size
     from trainer.data import prepare_corpus
     from trainer.loop import Pretrainer
 
-    cfg = build_config("cpu", overrides)
+    cfg = build_config(preset, overrides)
     corpus, tokenizer = prepare_corpus(cfg.data, cfg.model.context_length)  # a cache hit: the parent built it
     trainer = Pretrainer(with_vocab_size(cfg, corpus.vocab_size), corpus, tokenizer)
     trainer.sample = lambda *a, **k: []  # samples are not measured here: skip their generation steps
@@ -34,13 +34,13 @@ def train_run(overrides: dict[str, object]) -> dict[str, float]:
             **{k: float(m[k]) for k in ("tokens", "flops", "n_params", "n_params_non_embedding", "device_s", "wall_s")}}
 
 
-def prepare(overrides: dict[str, object]) -> tuple[int, int]:
+def prepare(overrides: dict[str, object], preset: str = "cpu") -> tuple[int, int]:
     """Tokenize (or find in the cache) the corpus the runs will read, once, before any worker starts; returns the
     training split's tokens (one epoch) and the vocabulary size."""
     from trainer.config import build_config
     from trainer.data import prepare_corpus
 
-    cfg = build_config("cpu", overrides)
+    cfg = build_config(preset, overrides)
     corpus, _ = prepare_corpus(cfg.data, cfg.model.context_length)
     return len(corpus.train), corpus.vocab_size
 
