@@ -1,7 +1,7 @@
 """python -m benchmarks.asha_savings [--steps 256] [--vocab 2048] [--json]
 
-What ASHA saves on the seed's question. The lr × warmup grid of sweeps/lr_warmup.py (4 learning rates × warmups
-of 0, 5 % and 25 % of the run: 12 trials) runs twice through the shared runner, once at full budget (FIFO) and
+What ASHA saves on the seed's question. The lr × warmup grid of sweeps/lr_warmup.py (3 learning rates × warmups
+of 0, 5 % and 25 % of the run: 9 trials) runs twice through the shared runner, once at full budget (FIFO) and
 once under ASHA as the runner sets it up (grace period a quarter of the run, reduction factor 2, rungs checked at
 each eval: every 16 steps), two trials at a time on one CPU each, fine-tuning off. Prints the training steps each
 sweep spent (the sum of the trials' last steps), their ratio, and the gap between their best validation

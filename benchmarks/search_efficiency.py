@@ -4,7 +4,7 @@ How good an answer each search gets for its compute, on one small real objective
 sweeps/lr_warmup.py on wikitext-2 (the shared test split: 54 articles train, 6 held out) with a byte-level BPE
 of 1,024 tokens trained on it, a 2-layer, 64-wide GPT with context 64, batch 16, `--steps` steps.
 
-First the full lr × warmup grid of sweeps/lr_warmup.py (4 × 3 = 12 trials, FIFO): the reference best. Then, each
+First the full lr × warmup grid of sweeps/lr_warmup.py (3 × 3 = 9 trials, FIFO): the reference best. Then, each
 over `--seeds` searcher seeds with `--trials` trials: Optuna TPE + ASHA (the default sweep), random + ASHA and
 random + FIFO, over the same continuous space. For each: the training tokens spent (as a fraction of the
 grid's), the best val_loss among the trials that completed their run (sweeps' rule for "best"), and its gap to
