@@ -51,3 +51,4 @@ def test_quick_configuration_runs_the_sweep_and_the_grid(tiny_corpus):
     assert sweep["completed"] >= 1 and sweep["trials"] >= sweep["completed"]
     assert sweep["log2_ratio"] == pytest.approx(math.log2(sweep["lr"] / result["grid_best_lr"]), abs=1e-3)
     assert result["mean_log2_ratio"] == pytest.approx(sweep["log2_ratio"])
+    assert sweep["val_loss_gap_to_grid"] == pytest.approx(sweep["val_loss"] / result["grid_best_val_loss"] - 1, abs=1e-3)
