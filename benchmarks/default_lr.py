@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import ray
 
 from analysis import transfer_fit
 from benchmarks.common import emit, offline
@@ -114,7 +115,10 @@ def measure(setup: Setup = Setup()) -> dict:
     if optimum is None:
         raise SystemExit(f"every run of the lr grid diverged: {sorted(grid)}")
     with tempfile.TemporaryDirectory(prefix="default_lr_") as work:
-        sweeps = [recommended(setup, Path(work), seed) for seed in range(setup.seeds)]
+        try:
+            sweeps = [recommended(setup, Path(work), seed) for seed in range(setup.seeds)]
+        finally:
+            ray.shutdown()  # the sweeps ran in this process, and a Ray left running would outlive the benchmark
     for sweep in sweeps:
         sweep["log2_ratio"] = round(math.log2(sweep["lr"] / optimum.opt_lr), 3)
         # What acting on the answer costs: its val_loss against the grid's best (a flat optimum makes lrs far

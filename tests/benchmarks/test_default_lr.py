@@ -9,6 +9,7 @@ import functools
 import math
 
 import pytest
+import ray
 
 from benchmarks import default_lr
 from benchmarks.run_pool import run_adaptively
@@ -46,6 +47,7 @@ def test_a_grid_that_diverges_above_its_centre_goes_lower_and_stops_at_max_lrs()
 @pytest.mark.slow
 def test_quick_configuration_runs_the_sweep_and_the_grid(tiny_corpus):
     result = default_lr.measure(default_lr.Setup("smoke", str(tiny_corpus), "bpe:300", seeds=1, slots=2))
+    assert not ray.is_initialized()  # the sweeps ran in this process: a Ray left behind would leak into other tests
     assert len(result["grid_val_loss"]) >= 4
     (sweep,) = result["sweeps"]
     assert sweep["completed"] >= 1 and sweep["trials"] >= sweep["completed"]
