@@ -2,9 +2,10 @@
 
     python -m benchmarks.mup_transfer --quick      (uses it: one process per slot, one torch thread each)
 
-`train_run` is one run of a preset (the cpu one unless told) plus overrides, trained directly with trainer.loop.Pretrainer (no Ray, no
-MLflow); `run_adaptively` keeps `slots` runs going and asks the caller what to train next whenever one finishes,
-so a search can extend itself (an lr line past its edge) without idling a slot until a whole round is done.
+`train_run` is one run of a preset (the cpu one unless told) plus overrides, trained directly with
+trainer.loop.Pretrainer (no Ray, no MLflow); `run_adaptively` keeps `slots` runs going and asks the caller what to
+train next whenever one finishes, so a search can extend itself (an lr line past its edge) without idling a slot
+until a whole round is done.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from trainer.result_schema import SweepIdentity
 
 def log_scratch_baseline(sweep: SweepIdentity, best, vocab_size: int,
                          finetune_data: FinetuneData | None) -> dict[str, float] | None:
-    """Compute the scratch baseline for the sweep's best trial (its Tune result, sweeps.engine.launch.best_result)
+    """Compute the scratch baseline for the sweep's best trial (its Tune result, sweeps.engine.console_text.best_result)
     when it was fine-tuned, and log it to the parent run (step 0), through the sweep's journal like every other
     write (sweeps.engine.tracking.journal): a tracking outage loses it no more than them."""
     if best is None or finetune_data is None or "finetune_acc" not in best.metrics:
